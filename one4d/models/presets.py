@@ -54,17 +54,16 @@ def preset_config(preset: str, **overrides) -> dict:
 
 
 def cast_keeping_fp32_modules(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Cast to ``dtype`` but keep the modules diffusers keeps in fp32 (norms, time embedder, modulation).
+    """Cast parameters to ``dtype`` but keep the modules diffusers keeps in fp32 (norms, time embedder, modulation).
 
     This is what ``from_pretrained(torch_dtype=...)`` does through ``_keep_in_fp32_modules``;
-    a model built from a config needs it done by hand.
+    a model built from a config needs it done by hand. Buffers (RoPE tables) are left as they are.
     """
-    model.to(dtype)
     keep = getattr(model, "_keep_in_fp32_modules", None) or []
-    if dtype in (torch.float16, torch.bfloat16):
-        for name, param in model.named_parameters():
-            if any(part in name.split(".") for part in keep):
-                param.data = param.data.float()
+    low_precision = dtype in (torch.float16, torch.bfloat16)
+    for name, param in model.named_parameters():
+        kept = low_precision and any(part in name.split(".") for part in keep)
+        param.data = param.data.to(torch.float32 if kept else dtype)
     return model
 
 
