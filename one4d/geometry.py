@@ -41,6 +41,21 @@ def make_pose(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor
     return pose
 
 
+def look_at(eye: torch.Tensor, target: torch.Tensor, down: torch.Tensor | None = None) -> torch.Tensor:
+    """World-to-camera poses (..., 4, 4) of OpenCV cameras at ``eye`` (..., 3) looking at ``target``.
+
+    ``down`` is the world direction that should appear downwards in the image (default +y, the
+    OpenCV convention when the world is itself a camera frame).
+    """
+    if down is None:
+        down = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device)
+    forward = torch.nn.functional.normalize(target - eye, dim=-1)
+    right = torch.nn.functional.normalize(torch.cross(down.expand_as(forward), forward, dim=-1), dim=-1)
+    image_down = torch.cross(forward, right, dim=-1)
+    rotation = torch.stack([right, image_down, forward], dim=-2)  # rows: camera axes in world
+    return make_pose(rotation, -(rotation @ eye[..., None])[..., 0])
+
+
 def camera_centers(world_to_camera: torch.Tensor) -> torch.Tensor:
     """(..., 4, 4) world-to-camera -> (..., 3) camera centres o = -R^T t."""
     rotation, translation = world_to_camera[..., :3, :3], world_to_camera[..., :3, 3:]
@@ -78,6 +93,28 @@ def default_intrinsics(height: int, width: int, focal: float, dtype=torch.float3
     return torch.tensor(
         [[focal, 0.0, (width - 1) / 2], [0.0, focal, (height - 1) / 2], [0.0, 0.0, 1.0]], dtype=dtype
     )
+
+
+def resize_intrinsics(intrinsics: torch.Tensor, scale_x: float, scale_y: float) -> torch.Tensor:
+    """K (..., 3, 3) after resizing the image by (scale_x, scale_y), pixel centres at integer coordinates.
+
+    A pixel centre u maps to (u + 0.5) * s - 0.5, so the focal scales by s and the principal
+    point by the same affine map.
+    """
+    scaled = intrinsics.clone()
+    scaled[..., 0, :] = intrinsics[..., 0, :] * scale_x
+    scaled[..., 1, :] = intrinsics[..., 1, :] * scale_y
+    scaled[..., 0, 2] = (intrinsics[..., 0, 2] + 0.5) * scale_x - 0.5
+    scaled[..., 1, 2] = (intrinsics[..., 1, 2] + 0.5) * scale_y - 0.5
+    return scaled
+
+
+def crop_intrinsics(intrinsics: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    """K (..., 3, 3) of the crop whose top-left pixel was (left, top) in the original image."""
+    cropped = intrinsics.clone()
+    cropped[..., 0, 2] = intrinsics[..., 0, 2] - left
+    cropped[..., 1, 2] = intrinsics[..., 1, 2] - top
+    return cropped
 
 
 def depth_to_camera_points(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
@@ -197,6 +234,16 @@ def rotation_angle_degrees(rotation: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(((trace - 1) / 2).clamp(-1.0, 1.0)))
 
 
+def pose_to_tum(camera_to_world: torch.Tensor) -> torch.Tensor:
+    """Camera-to-world poses (..., 4, 4) -> TUM fields (..., 7): tx ty tz qx qy qz qw."""
+    return torch.cat([camera_to_world[..., :3, 3], rotation_to_quaternion(camera_to_world[..., :3, :3])], dim=-1)
+
+
+def tum_to_pose(fields: torch.Tensor) -> torch.Tensor:
+    """TUM fields (..., 7): tx ty tz qx qy qz qw -> camera-to-world poses (..., 4, 4)."""
+    return make_pose(quaternion_to_rotation(fields[..., 3:7]), fields[..., :3])
+
+
 def read_tum_trajectory(path: str | Path) -> tuple[np.ndarray, torch.Tensor]:
     """Read a TUM trajectory (``timestamp tx ty tz qx qy qz qw``, '#' comments).
 
@@ -214,16 +261,14 @@ def read_tum_trajectory(path: str | Path) -> tuple[np.ndarray, torch.Tensor]:
     if not rows:
         raise ValueError(f"{path}: no pose line in this TUM trajectory")
     data = torch.tensor(rows, dtype=torch.float64)
-    return data[:, 0].numpy(), make_pose(quaternion_to_rotation(data[:, 4:8]), data[:, 1:4])
+    return data[:, 0].numpy(), tum_to_pose(data[:, 1:8])
 
 
 def write_tum_trajectory(path: str | Path, timestamps, camera_to_world: torch.Tensor) -> None:
     """Write camera-to-world poses (N, 4, 4) as a TUM trajectory."""
-    camera_to_world = torch.as_tensor(camera_to_world, dtype=torch.float64)
-    quaternions = rotation_to_quaternion(camera_to_world[:, :3, :3])
+    fields = pose_to_tum(torch.as_tensor(camera_to_world, dtype=torch.float64))  # (N, 7)
     lines = ["# timestamp tx ty tz qx qy qz qw"]
-    for stamp, pose, q in zip(np.asarray(timestamps, dtype=np.float64), camera_to_world, quaternions):
-        values = [*pose[:3, 3].tolist(), *q.tolist()]
+    for stamp, values in zip(np.asarray(timestamps, dtype=np.float64), fields.tolist()):
         lines.append(f"{stamp:.6f} " + " ".join(f"{v:.9f}" for v in values))
     Path(path).write_text("\n".join(lines) + "\n")
 

@@ -1,0 +1,298 @@
+"""The on-disk clip format: one folder per clip (documented for users in ``data/README.md``).
+
+    <clip>/rgb.mp4          H.264, YUV 4:4:4 (lossless by default: crf 0), or rgb/000000.png ...
+    <clip>/pointmaps.npz    "pointmaps" float16 (F, H, W, 3), every pixel's point in frame 0's camera
+    <clip>/depth.npz        "depth" float16 (F, H, W), z in each frame's own camera, 0 = invalid
+    <clip>/cameras.json     "intrinsics" (F, 3, 3) and "world_to_camera" (F, 4, 4), OpenCV
+    <clip>/meta.json        num_frames, height, width, fps, source, caption, norm_centre, norm_scale
+
+Conventions are those of ``one4d.geometry``. Every problem with a clip raises :class:`ClipError`
+(a ValueError) naming the clip and the problem, so the training dataset can skip and count it.
+Video is read with decord and falls back to imageio (ffmpeg) when decord is missing or fails.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import torch
+
+from one4d.geometry import pointmap_normalization
+
+FORMAT_VERSION = 1
+VIDEO_NAME, PNG_FOLDER = "rgb.mp4", "rgb"
+POINTMAPS_NAME, DEPTH_NAME = "pointmaps.npz", "depth.npz"
+CAMERAS_NAME, META_NAME = "cameras.json", "meta.json"
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+class ClipError(ValueError):
+    """A clip folder that cannot be used; the message names the clip and the problem."""
+
+    def __init__(self, folder, problem: str):
+        super().__init__(f"clip {folder}: {problem}")
+        self.folder = str(folder)
+        self.problem = problem
+
+
+@dataclass
+class Clip:
+    """A clip (or the frames of it that were read) as tensors."""
+
+    name: str
+    rgb: torch.Tensor  # (F, H, W, 3) float32 in [0, 1]
+    pointmaps: torch.Tensor  # (F, H, W, 3) float32, in frame 0's camera of the STORED clip
+    depth: torch.Tensor  # (F, H, W) float32, 0 = invalid
+    intrinsics: torch.Tensor  # (F, 3, 3) float64
+    world_to_camera: torch.Tensor  # (F, 4, 4) float64
+    meta: dict
+    frames: list[int] = field(default_factory=list)  # stored frame indices that were read
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _as_numpy(array, name: str, shape_tail: tuple[int, ...], folder) -> np.ndarray:
+    """Tensor or array -> numpy, checking the trailing shape."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if array.ndim != 1 + len(shape_tail) or any(t is not None and s != t for s, t in zip(array.shape[1:], shape_tail)):
+        raise ClipError(folder, f"{name} must have shape (F, {', '.join('?' if t is None else str(t) for t in shape_tail)}), got {array.shape}")
+    return array
+
+
+def _rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """uint8 frames as they are; floats are read as [0, 1]."""
+    if rgb.dtype == np.uint8:
+        return rgb
+    return (np.clip(rgb.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 0) -> None:
+    """Write uint8 frames (F, H, W, 3) as H.264 in YUV 4:4:4 (crf 0 is lossless up to RGB<->YUV rounding).
+
+    4:4:4 because 4:2:0 chroma subsampling smears the sharp colour edges that tie appearance
+    to geometry (errors of 100/255 on our textures at 64x64).
+    """
+    writer = imageio.get_writer(
+        str(path), fps=fps, codec="libx264", pixelformat="yuv444p", macro_block_size=1,
+        ffmpeg_params=["-crf", str(crf)], ffmpeg_log_level="error",
+    )
+    try:
+        for frame in frames:
+            writer.append_data(frame)
+    finally:
+        writer.close()
+
+
+def write_clip(
+    folder: str | Path,
+    rgb,
+    pointmaps,
+    depth,
+    intrinsics,
+    world_to_camera,
+    meta: dict | None = None,
+    rgb_format: str = "mp4",
+    crf: int = 0,
+) -> Path:
+    """Write one clip folder. rgb (F, H, W, 3) in [0, 1] (or uint8); other shapes as in :class:`Clip`.
+
+    ``meta`` may hold fps (default 16), source, caption and anything else JSON-serialisable;
+    norm_centre / norm_scale are computed from the valid pointmaps (depth > 0) when absent.
+    ``rgb_format`` is "mp4" or "png" (lossless frames). Non-finite values are refused: mark
+    invalid pixels with depth 0 and any finite point instead.
+    """
+    folder = Path(folder)
+    if rgb_format not in ("mp4", "png"):
+        raise ValueError(f"rgb_format must be 'mp4' or 'png', got {rgb_format!r}")
+    rgb = _rgb_to_uint8(_as_numpy(rgb, "rgb", (None, None, 3), folder))
+    frames, height, width = rgb.shape[:3]
+    pointmaps = _as_numpy(pointmaps, "pointmaps", (height, width, 3), folder)
+    depth = _as_numpy(depth, "depth", (height, width), folder)
+    intrinsics = _as_numpy(intrinsics, "intrinsics", (3, 3), folder).astype(np.float64)
+    world_to_camera = _as_numpy(world_to_camera, "world_to_camera", (4, 4), folder).astype(np.float64)
+    counts = {"rgb": frames, "pointmaps": len(pointmaps), "depth": len(depth), "intrinsics": len(intrinsics), "world_to_camera": len(world_to_camera)}
+    if len(set(counts.values())) != 1:
+        raise ClipError(folder, f"frame counts differ: {counts}")
+    for name, array in (("pointmaps", pointmaps), ("depth", depth), ("intrinsics", intrinsics), ("world_to_camera", world_to_camera)):
+        if not np.isfinite(array).all():
+            raise ClipError(folder, f"{name} has NaN or infinite values; mark invalid pixels with depth 0 instead")
+        if name in ("pointmaps", "depth") and np.abs(array).max(initial=0.0) > FLOAT16_MAX:
+            raise ClipError(folder, f"{name} exceed the float16 range ({FLOAT16_MAX}); store them in smaller units")
+
+    meta = dict(meta or {})
+    meta.setdefault("fps", 16.0)
+    meta.setdefault("source", "unknown")
+    meta.setdefault("caption", "")
+    if "norm_centre" not in meta or "norm_scale" not in meta:
+        centre, scale = pointmap_normalization(torch.from_numpy(pointmaps).double(), torch.from_numpy(depth > 0))
+        meta["norm_centre"], meta["norm_scale"] = centre.tolist(), float(scale)
+    meta.update(format_version=FORMAT_VERSION, num_frames=frames, height=height, width=width,
+                rgb=VIDEO_NAME if rgb_format == "mp4" else PNG_FOLDER)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if rgb_format == "mp4":
+        write_video(folder / VIDEO_NAME, rgb, fps=float(meta["fps"]), crf=crf)
+    else:
+        (folder / PNG_FOLDER).mkdir(exist_ok=True)
+        for index, frame in enumerate(rgb):
+            imageio.imwrite(folder / PNG_FOLDER / f"{index:06d}.png", frame)
+    np.savez(folder / POINTMAPS_NAME, pointmaps=pointmaps.astype(np.float16))
+    np.savez(folder / DEPTH_NAME, depth=depth.astype(np.float16))
+    cameras = {
+        "convention": "OpenCV (x right, y down, z forward), pixel centres at integer coordinates",
+        "intrinsics": intrinsics.tolist(),
+        "world_to_camera": world_to_camera.tolist(),
+    }
+    (folder / CAMERAS_NAME).write_text(json.dumps(cameras))
+    (folder / META_NAME).write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_meta(folder: str | Path) -> dict:
+    """meta.json of a clip, checked for the fields the loader relies on (cheap: no arrays read)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ClipError(folder, "is not a folder")
+    path = folder / META_NAME
+    if not path.is_file():
+        raise ClipError(folder, f"missing {META_NAME}")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClipError(folder, f"{META_NAME} is not valid JSON ({error})") from None
+    missing = [key for key in ("num_frames", "height", "width", "norm_centre", "norm_scale") if key not in meta]
+    if missing:
+        raise ClipError(folder, f"{META_NAME} lacks {', '.join(missing)}")
+    return meta
+
+
+def _read_video(folder: Path, path: Path, frames: list[int]) -> tuple[np.ndarray, int]:
+    """Frames (len(frames), H, W, 3) uint8 and the video's frame count; decord first, then imageio."""
+    if not path.is_file():
+        raise ClipError(folder, f"missing {path.name}")
+    if path.stat().st_size == 0:
+        raise ClipError(folder, f"{path.name} is empty (0 bytes)")
+    problems = []
+    try:
+        import decord
+
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        count = len(reader)
+        if frames and max(frames) >= count:
+            raise ClipError(folder, f"{path.name} has {count} frames, frame {max(frames)} was requested")
+        return reader.get_batch(frames).asnumpy(), count
+    except ClipError:
+        raise
+    except Exception as error:  # decord missing or unable to decode: try ffmpeg through imageio
+        problems.append(f"decord: {error}")
+    try:
+        reader = imageio.get_reader(str(path), format="ffmpeg")
+        try:
+            decoded = [frame for frame in reader]  # the ffmpeg reader's length is unreliable
+        finally:
+            reader.close()
+    except Exception as error:
+        problems.append(f"imageio: {error}")
+        raise ClipError(folder, f"{path.name} cannot be decoded ({'; '.join(p.splitlines()[0] for p in problems)})") from None
+    if not decoded:
+        raise ClipError(folder, f"{path.name} holds no frame")
+    if frames and max(frames) >= len(decoded):
+        raise ClipError(folder, f"{path.name} has {len(decoded)} frames, frame {max(frames)} was requested")
+    return np.stack([decoded[index] for index in frames]), len(decoded)
+
+
+def _read_pngs(folder: Path, frames: list[int]) -> tuple[np.ndarray, int]:
+    """PNG frames rgb/000000.png ... (sorted by name) -> (len(frames), H, W, 3) uint8 and the count."""
+    paths = sorted((folder / PNG_FOLDER).glob("*.png"))
+    if not paths:
+        raise ClipError(folder, f"no PNG frame in {PNG_FOLDER}/")
+    if frames and max(frames) >= len(paths):
+        raise ClipError(folder, f"{PNG_FOLDER}/ has {len(paths)} frames, frame {max(frames)} was requested")
+    try:
+        images = [imageio.imread(paths[index]) for index in frames]
+    except Exception as error:
+        raise ClipError(folder, f"a PNG frame cannot be read ({error})") from None
+    images = [image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1) for image in images]
+    return np.stack(images), len(paths)
+
+
+def _read_array(folder: Path, name: str, key: str) -> np.ndarray:
+    """One array from an .npz file of the clip."""
+    path = folder / name
+    if not path.is_file():
+        raise ClipError(folder, f"missing {name}")
+    try:
+        with np.load(path) as archive:
+            return archive[key]
+    except KeyError:
+        raise ClipError(folder, f"{name} has no array named {key!r}") from None
+    except Exception as error:
+        raise ClipError(folder, f"{name} cannot be read ({error})") from None
+
+
+def read_clip(folder: str | Path, frames: list[int] | None = None) -> Clip:
+    """Read a clip folder (all frames, or the stored frame indices ``frames``), checking every file.
+
+    Raises :class:`ClipError` for a missing file, unreadable JSON/arrays/video, frame counts or
+    sizes that disagree between files, and NaN or infinite geometry.
+    """
+    folder = Path(folder)
+    meta = read_meta(folder)
+    count = int(meta["num_frames"])
+    frames = list(range(count)) if frames is None else [int(index) for index in frames]
+    if not frames:
+        raise ClipError(folder, "no frame requested")
+    if min(frames) < 0 or max(frames) >= count:
+        raise ClipError(folder, f"frames {min(frames)}..{max(frames)} requested but meta.json says {count} frames")
+
+    try:
+        cameras = json.loads((folder / CAMERAS_NAME).read_text())
+        intrinsics = torch.tensor(cameras["intrinsics"], dtype=torch.float64)
+        world_to_camera = torch.tensor(cameras["world_to_camera"], dtype=torch.float64)
+    except FileNotFoundError:
+        raise ClipError(folder, f"missing {CAMERAS_NAME}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ClipError(folder, f"{CAMERAS_NAME} is malformed ({error!r})") from None
+    pointmaps = _read_array(folder, POINTMAPS_NAME, "pointmaps")
+    depth = _read_array(folder, DEPTH_NAME, "depth")
+    if meta.get("rgb", VIDEO_NAME) == PNG_FOLDER:
+        rgb, video_count = _read_pngs(folder, frames)
+    else:
+        rgb, video_count = _read_video(folder, folder / VIDEO_NAME, frames)
+
+    counts = {"meta.json": count, "rgb": video_count, POINTMAPS_NAME: len(pointmaps), DEPTH_NAME: len(depth),
+              "intrinsics": len(intrinsics), "world_to_camera": len(world_to_camera)}
+    if len(set(counts.values())) != 1:
+        raise ClipError(folder, f"frame counts differ between files: {counts}")
+    shapes = {"rgb": tuple(rgb.shape[1:]), POINTMAPS_NAME: tuple(pointmaps.shape[1:]), DEPTH_NAME: tuple(depth.shape[1:]) + (3,),
+              "meta.json": (int(meta["height"]), int(meta["width"]), 3)}
+    if len(set(shapes.values())) != 1:
+        raise ClipError(folder, f"frame sizes differ between files: {shapes}")
+    if intrinsics.shape[1:] != (3, 3) or world_to_camera.shape[1:] != (4, 4):
+        raise ClipError(folder, f"cameras must be (F, 3, 3) and (F, 4, 4), got {tuple(intrinsics.shape)} and {tuple(world_to_camera.shape)}")
+
+    pointmaps = torch.from_numpy(pointmaps[frames].astype(np.float32))
+    depth = torch.from_numpy(depth[frames].astype(np.float32))
+    for name, array in (("pointmaps", pointmaps), ("depth", depth), ("cameras", intrinsics), ("cameras", world_to_camera)):
+        if not torch.isfinite(array).all():
+            raise ClipError(folder, f"{name} hold NaN or infinite values")
+    return Clip(
+        name=folder.name,
+        rgb=torch.from_numpy(rgb).float() / 255.0,
+        pointmaps=pointmaps,
+        depth=depth,
+        intrinsics=intrinsics[frames],
+        world_to_camera=world_to_camera[frames],
+        meta=meta,
+        frames=frames,
+    )

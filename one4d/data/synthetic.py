@@ -1,0 +1,449 @@
+"""Procedural synthetic 4D scenes: a camera moving through a textured room with moving objects.
+
+Everything is ray-cast analytically in torch (no rasteriser, no assets), so a scene is exact
+ground truth: RGB, z-depth, intrinsics, poses, pointmaps and a mask of the moving objects. It
+feeds tests, the tiny demo model and the post-optimisation and evaluation checks.
+
+Conventions (see ``one4d.geometry``): OpenCV cameras, pixel centres at integer coordinates.
+The room's world frame is itself OpenCV-like (y points down, the floor is at y = +floor). The
+returned ``world_to_camera`` poses are RELATIVE TO FRAME 0 (frame 0 is the identity), so the
+"world" of a returned scene is frame 0's camera and ``pointmaps`` live in that same frame.
+
+Textures are procedural (planks, tiles, bricks, stripes, value noise) and shaded by a point
+light with cast shadows, so appearance carries the detail that determines geometry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from one4d.geometry import default_intrinsics, invert_pose, look_at, pixel_grid, relative_to_first
+
+FPS = 16.0  # Wan2.1 videos are 16 fps; stored in meta.json by the dataset writer.
+
+COLOURS = {
+    "red": (0.85, 0.15, 0.12),
+    "green": (0.20, 0.70, 0.25),
+    "blue": (0.15, 0.30, 0.85),
+    "yellow": (0.92, 0.80, 0.15),
+    "orange": (0.95, 0.50, 0.10),
+    "purple": (0.55, 0.25, 0.75),
+    "white": (0.92, 0.92, 0.90),
+    "cyan": (0.15, 0.75, 0.80),
+}
+FLOORS = ("wooden", "tiled", "checkered")
+WALLS = ("brick", "striped", "plaster")
+CAMERA_MOTIONS = ("forward", "sideways", "orbit", "pan")
+MOTION_PHRASES = {
+    ("sphere", "rolls"): "rolls across the floor",
+    ("sphere", "bounces"): "bounces along the floor",
+    ("box", "slides"): "slides across the floor",
+    ("box", "spins"): "spins as it drifts",
+}
+
+
+@dataclass
+class SyntheticScene:
+    """One rendered clip. Poses are relative to frame 0; pointmaps are in frame 0's camera."""
+
+    rgb: torch.Tensor  # (F, H, W, 3) in [0, 1]
+    depth: torch.Tensor  # (F, H, W) z in each frame's camera
+    intrinsics: torch.Tensor  # (F, 3, 3)
+    world_to_camera: torch.Tensor  # (F, 4, 4), frame 0 == identity
+    pointmaps: torch.Tensor  # (F, H, W, 3) in frame 0's camera
+    dynamic_mask: torch.Tensor  # (F, H, W) bool, True on moving objects
+    caption: str
+    fps: float = FPS
+
+
+@dataclass
+class _Object:
+    kind: str  # "sphere" or "box"
+    colour: str
+    motion: str
+    size: np.ndarray  # sphere: (radius,), box: half extents (3,)
+    start: np.ndarray  # (3,) centre at t = 0
+    velocity: np.ndarray  # (3,) displacement over the whole clip
+    spin: float  # box: yaw turned over the clip (radians); sphere bounce: number of hops
+    yaw: float
+
+    def pose(self, t: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """Centre (3,) and rotation (3, 3) (object to world) at normalised time t in [0, 1]."""
+        centre = self.start + t * self.velocity
+        if self.kind == "sphere":
+            radius = self.size[0]
+            if self.motion == "bounces":
+                centre = centre.copy()
+                centre[1] = floor - radius - 0.6 * abs(math.sin(math.pi * self.spin * t))
+            # Rolling without slipping: turn about (up x velocity) by distance / radius.
+            up = np.array([0.0, -1.0, 0.0])
+            axis = np.cross(up, self.velocity)
+            distance = t * np.linalg.norm(self.velocity)
+            return centre, _axis_angle(axis, distance / radius) @ _yaw(self.yaw)
+        return centre, _yaw(self.yaw + t * self.spin)
+
+
+def _yaw(angle: float) -> np.ndarray:
+    """Rotation about the world's vertical (y) axis."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rodrigues' rotation; the identity for a zero axis."""
+    norm = np.linalg.norm(axis)
+    if norm < 1e-9:
+        return np.eye(3)
+    x, y, z = axis / norm
+    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+
+
+# ----------------------------------------------------------------------------- textures
+
+
+def _hash(ix: torch.Tensor, iy: torch.Tensor, seed: int) -> torch.Tensor:
+    """Deterministic integer hash of lattice cells -> uniform values in [0, 1]."""
+    h = ix * 73856093 ^ iy * 19349663 ^ (seed * 83492791)
+    h = (h ^ (h >> 13)) * 1274126177
+    h = h ^ (h >> 16)
+    return (h & 0xFFFF).float() / 65535.0
+
+
+def _value_noise(x: torch.Tensor, y: torch.Tensor, seed: int, octaves: int = 3) -> torch.Tensor:
+    """Fractal value noise in [0, 1] on a unit lattice, smoothstep-interpolated."""
+    total, amplitude, norm = torch.zeros_like(x), 1.0, 0.0
+    for octave in range(octaves):
+        fx, fy = torch.floor(x), torch.floor(y)
+        tx, ty = x - fx, y - fy
+        tx, ty = tx * tx * (3 - 2 * tx), ty * ty * (3 - 2 * ty)
+        ix, iy = fx.long(), fy.long()
+        s = seed + 101 * octave
+        top = _hash(ix, iy, s) * (1 - tx) + _hash(ix + 1, iy, s) * tx
+        bottom = _hash(ix, iy + 1, s) * (1 - tx) + _hash(ix + 1, iy + 1, s) * tx
+        total = total + amplitude * (top * (1 - ty) + bottom * ty)
+        norm += amplitude
+        x, y, amplitude = x * 2.03, y * 2.03, amplitude * 0.5
+    return total / norm
+
+
+def _line(coordinate: torch.Tensor, period: float, width: float) -> torch.Tensor:
+    """1 on thin lines every ``period`` (grout, mortar, plank gaps), else 0."""
+    phase = torch.remainder(coordinate, period) / period
+    return ((phase < width) | (phase > 1 - width)).float()
+
+
+def _material(name: str, a: torch.Tensor, b: torch.Tensor, tint: torch.Tensor, seed: int) -> torch.Tensor:
+    """Albedo (N, 3) of a named material at surface coordinates (a, b) in metres."""
+    noise = _value_noise(a * 6.0, b * 6.0, seed)
+    if name == "wooden":  # planks along a, per-plank tone, grain, dark gaps
+        plank = torch.floor(b / 0.22).long()
+        offset = _hash(plank, plank * 0 + 7, seed) * 3.0
+        board = torch.floor((a + offset) / 1.1).long()
+        tone = 0.75 + 0.35 * _hash(plank, board, seed + 1)
+        grain = 0.85 + 0.15 * torch.sin(40.0 * b + 6.0 * _value_noise(a * 2.0, b * 9.0, seed + 2))
+        value = tone * grain * (1 - 0.6 * _line(b, 0.22, 0.04)) * (1 - 0.5 * _line(a + offset, 1.1, 0.01))
+    elif name in ("tiled", "checkered"):
+        size = 0.35 if name == "tiled" else 0.5
+        ia, ib = torch.floor(a / size).long(), torch.floor(b / size).long()
+        checker = ((ia + ib) % 2).float() if name == "checkered" else torch.zeros_like(a)
+        tone = (0.8 + 0.25 * _hash(ia, ib, seed)) * (1 - 0.55 * checker)
+        grout = torch.maximum(_line(a, size, 0.03), _line(b, size, 0.03))
+        value = tone * (0.85 + 0.3 * noise) * (1 - 0.6 * grout)
+    elif name == "brick":  # running bond, per-brick tone, mortar
+        row = torch.floor(b / 0.15).long()
+        shifted = a + 0.15 * (row % 2).float()
+        column = torch.floor(shifted / 0.3).long()
+        tone = 0.7 + 0.35 * _hash(column, row, seed)
+        mortar = torch.maximum(_line(b, 0.15, 0.06), _line(shifted, 0.3, 0.03))
+        value = tone * (0.8 + 0.4 * noise) * (1 - 0.55 * mortar)
+    elif name == "striped":  # wallpaper: vertical stripes and a dot pattern
+        stripe = 0.5 + 0.5 * torch.sign(torch.sin(a * math.tau / 0.25))
+        dots = ((torch.remainder(a, 0.125) - 0.0625) ** 2 + (torch.remainder(b, 0.125) - 0.0625) ** 2 < 0.02**2).float()
+        value = (0.7 + 0.3 * stripe) * (0.85 + 0.3 * noise) * (1 - 0.4 * dots)
+    elif name == "plaster":  # mottled plaster with a wainscot line
+        value = 0.55 + 0.6 * _value_noise(a * 3.0, b * 3.0, seed, octaves=4)
+        value = value * (1 - 0.5 * _line(b, 0.9, 0.02))
+    else:
+        raise ValueError(f"unknown material {name!r}")
+    return value[:, None] * tint
+
+
+def _object_albedo(kind: str, local: torch.Tensor, tint: torch.Tensor, seed: int) -> torch.Tensor:
+    """Albedo (N, 3) on an object from points in its own frame, so the pattern moves with it.
+
+    Spheres get a longitude/latitude checker (rolling is visible); boxes a 3D checker.
+    """
+    if kind == "sphere":
+        direction = local / local.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        a = torch.atan2(direction[:, 2], direction[:, 0]) * 4 / math.pi
+        b = torch.asin(direction[:, 1].clamp(-1, 1)) * 6 / math.pi
+        checker = ((torch.floor(a).long() + torch.floor(b).long()) % 2).float()
+    else:
+        cells = torch.floor(local / 0.1).long()  # (N, 3)
+        checker = (cells.sum(-1) % 2).float()
+        a, b = (local[:, 0] + local[:, 2]) / 0.1, local[:, 1] / 0.1
+    noise = _value_noise(a * 2.0, b * 2.0, seed)
+    colour = tint * (1 - checker[:, None]) + 0.85 * checker[:, None]
+    return colour * (0.75 + 0.5 * noise[:, None])
+
+
+# ----------------------------------------------------------------------------- ray casting
+
+
+def _intersect_sphere(origins, directions, centre, radius):
+    """First hit of rays (C, N, 3) on a sphere: t (C, N) (inf where missed) and unit normals (C, N, 3).
+
+    ``origins`` is (C, 1, 3) for camera rays or (C, N, 3) for shadow rays; ``centre`` is (C, 1, 3).
+    """
+    oc = origins - centre
+    a = (directions * directions).sum(-1)
+    b = (directions * oc).sum(-1)
+    c = (oc * oc).sum(-1) - radius * radius
+    disc = b * b - a * c
+    t = (-b - disc.clamp_min(0).sqrt()) / a
+    t = torch.where((disc > 0) & (t > 1e-4), t, torch.full_like(t, math.inf))
+    hit = origins + t.clamp(max=1e6)[..., None] * directions
+    return t, (hit - centre) / radius
+
+
+def _intersect_box(origins, directions, centre, rotation, half):
+    """Slab test for an oriented box (rotation (C, 3, 3) is box-to-world): t (C, N), normals (C, N, 3)."""
+    local_origins = (origins - centre) @ rotation  # world -> box frame
+    local_directions = directions @ rotation
+    safe = torch.where(local_directions.abs() < 1e-12, torch.full_like(local_directions, 1e-12), local_directions)
+    t1, t2 = (-half - local_origins) / safe, (half - local_origins) / safe
+    t_enter, axis = torch.minimum(t1, t2).max(dim=-1)
+    t_exit = torch.maximum(t1, t2).min(dim=-1).values
+    t = torch.where((t_exit > t_enter) & (t_enter > 1e-4), t_enter, torch.full_like(t_enter, math.inf))
+    sign = -torch.sign(safe.gather(-1, axis[..., None]))
+    normals_local = torch.zeros_like(local_directions).scatter(-1, axis[..., None], sign)
+    return t, normals_local @ rotation.transpose(-1, -2)
+
+
+def _intersect_room(origins, directions, low, high):
+    """Exit of rays cast from inside an axis-aligned room: t (C, N) and face index (C, N) in 0..5."""
+    safe = torch.where(directions.abs() < 1e-12, torch.full_like(directions, 1e-12), directions)
+    t_exit = torch.where(safe > 0, (high - origins) / safe, (low - origins) / safe)  # (C, N, 3) per axis
+    t, axis = t_exit.min(dim=-1)
+    positive = safe.gather(-1, axis[..., None])[..., 0] > 0
+    return t, axis * 2 + positive.long()  # face = 2 * axis + (hit the high side)
+
+
+# ----------------------------------------------------------------------------- scene sampling
+
+
+def _sample_layout(rng: np.random.Generator):
+    """Room size, materials, camera path and objects for one seed."""
+    half_width, half_depth = rng.uniform(2.5, 4.0), rng.uniform(2.5, 4.0)
+    floor, ceiling = rng.uniform(1.2, 1.6), -rng.uniform(1.3, 1.9)
+    room = dict(
+        low=np.array([-half_width, ceiling, -half_depth]),
+        high=np.array([half_width, floor, half_depth]),
+        floor_material=FLOORS[rng.integers(len(FLOORS))],
+        wall_material=WALLS[rng.integers(len(WALLS))],
+        floor_tint=rng.uniform(0.55, 1.0, 3) * np.array([1.0, 0.8, 0.6]),
+        wall_tint=rng.uniform(0.5, 1.0, 3),
+        ceiling_tint=rng.uniform(0.8, 1.0, 3),
+        light=np.array([rng.uniform(-1, 1), ceiling + 0.2, rng.uniform(-1, 1)]),
+    )
+    names = list(COLOURS)
+    objects = []
+    count = int(rng.integers(1, 4))
+    lanes = rng.permutation(np.linspace(-1.4, 1.4, 3))[:count]
+    for lane in lanes:
+        kind = "sphere" if rng.random() < 0.5 else "box"
+        motion = ("rolls", "bounces")[rng.integers(2)] if kind == "sphere" else ("slides", "spins")[rng.integers(2)]
+        size = np.array([rng.uniform(0.25, 0.45)]) if kind == "sphere" else rng.uniform(0.2, 0.4, 3)
+        lift = size[0] if kind == "sphere" else size[1]
+        start = np.array([lane + rng.uniform(-0.2, 0.2), floor - lift, rng.uniform(0.3, 1.6)])
+        velocity = np.array([rng.uniform(-0.6, 0.6), 0.0, rng.uniform(-0.8, 0.8)])  # lanes rarely cross
+        spin = float(rng.integers(1, 3)) if motion == "bounces" else rng.uniform(-2.5, 2.5)
+        if motion == "spins":
+            velocity *= 0.3
+        objects.append(_Object(kind, names[rng.integers(len(names))], motion, size, start, velocity, spin, rng.uniform(0, math.tau)))
+    camera = dict(
+        motion=CAMERA_MOTIONS[rng.integers(len(CAMERA_MOTIONS))],
+        eye=np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.3, 0.2), -half_depth + rng.uniform(0.8, 1.3)]),
+        target=np.array([rng.uniform(-0.3, 0.3), floor - 0.6, 1.0]),
+        amount=rng.uniform(0.6, 1.2) * (1 if rng.random() < 0.5 else -1),
+        fov_degrees=rng.uniform(55, 75),
+    )
+    return room, objects, camera
+
+
+def _camera_at(camera: dict, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eye and look-at target at normalised time t: a smooth path for each motion type."""
+    eye, target, amount = camera["eye"].copy(), camera["target"].copy(), camera["amount"]
+    sway = 0.05 * math.sin(math.tau * t)
+    if camera["motion"] == "forward":
+        eye[2] += abs(amount) * t
+        eye[1] += sway
+    elif camera["motion"] == "sideways":
+        eye[0] += amount * (t - 0.5)
+        target[0] += 0.5 * amount * (t - 0.5)
+    elif camera["motion"] == "orbit":
+        offset = eye - target
+        angle = 0.35 * amount * t
+        offset[0], offset[2] = (offset[0] * math.cos(angle) - offset[2] * math.sin(angle),
+                                offset[0] * math.sin(angle) + offset[2] * math.cos(angle))
+        eye = target + offset
+    else:  # pan: the eye stays, the gaze sweeps
+        target[0] += 1.5 * amount * (t - 0.5)
+        eye[1] += sway
+    return eye, target
+
+
+def _caption(room: dict, objects: list[_Object], camera: dict) -> str:
+    """A short scene description in the style of the training captions."""
+    floor = f"a {room['floor_material']} floor"
+    parts = []
+    for index, obj in enumerate(objects):
+        phrase = MOTION_PHRASES[(obj.kind, obj.motion)]
+        if index == 0:
+            phrase = phrase.replace("the floor", floor) if "the floor" in phrase else f"{phrase} on {floor}"
+        article = "an" if obj.colour[0] in "aeiou" else "a"
+        parts.append(f"{article} {obj.colour} {obj.kind} {phrase}")
+    direction = "right" if camera["amount"] > 0 else "left"
+    camera_phrase = {
+        "forward": "while the camera moves forward",
+        "sideways": f"while the camera slides to the {direction}",
+        "orbit": "while the camera orbits around the scene",
+        "pan": f"while the camera pans to the {direction}",
+    }[camera["motion"]]
+    return f"{', and '.join(parts)} in a room with {room['wall_material']} walls, {camera_phrase}"
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _face_albedo(room: dict, points: torch.Tensor, face: torch.Tensor, visible: torch.Tensor, seed: int) -> torch.Tensor:
+    """Albedo (..., 3) of the room where ``visible``: faces 0/1 = x walls, 2 = ceiling, 3 = floor, 4/5 = z walls."""
+    dtype, device = points.dtype, points.device
+    x, y, z = points.unbind(-1)
+    albedo = torch.zeros_like(points)
+    surfaces = [
+        (face == 3, room["floor_material"], x, z, room["floor_tint"], seed),
+        (face == 2, "plaster", x, z, room["ceiling_tint"], seed + 5),
+        (face <= 1, room["wall_material"], z, y, room["wall_tint"], seed + 3),
+        (face >= 4, room["wall_material"], x, y, room["wall_tint"], seed + 4),
+    ]
+    for where, material, a, b, tint, surface_seed in surfaces:
+        where = where & visible
+        if where.any():
+            albedo[where] = _material(material, a[where], b[where], torch.tensor(tint, dtype=dtype, device=device), surface_seed)
+    return albedo
+
+
+def _render_frames(rays, camera_to_world, room, object_poses, objects, seed):
+    """Ray-cast C frames at once: colour (C, N, 3), depth (C, N), world points (C, N, 3), dynamic (C, N).
+
+    ``rays`` (N, 3) are K^-1 (u, v, 1) with z == 1, so the ray parameter t is the z-depth.
+    ``object_poses`` holds per object a centre (C, 1, 3) and a rotation (C, 3, 3).
+    """
+    dtype, device = rays.dtype, rays.device
+    origins = camera_to_world[:, None, :3, 3]  # (C, 1, 3)
+    directions = rays @ camera_to_world[:, :3, :3].transpose(-1, -2)  # (C, N, 3)
+    low = torch.tensor(room["low"], dtype=dtype, device=device)
+    high = torch.tensor(room["high"], dtype=dtype, device=device)
+    t, face = _intersect_room(origins, directions, low, high)
+    face_normals = torch.tensor(
+        [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=dtype, device=device
+    )  # inward normals of the faces x-, x+, y- (ceiling), y+ (floor), z-, z+
+    normals = face_normals[face]  # (C, N, 3)
+    owner = torch.full_like(face, -1)  # index of the object hit, -1 for the room
+    halves = [torch.tensor(obj.size, dtype=dtype, device=device) for obj in objects]
+    for index, (obj, (centre, rotation)) in enumerate(zip(objects, object_poses)):
+        if obj.kind == "sphere":
+            t_obj, n_obj = _intersect_sphere(origins, directions, centre, float(obj.size[0]))
+        else:
+            t_obj, n_obj = _intersect_box(origins, directions, centre, rotation, halves[index])
+        closer = t_obj < t
+        t = torch.where(closer, t_obj, t)
+        normals = torch.where(closer[..., None], n_obj, normals)
+        owner = torch.where(closer, torch.full_like(owner, index), owner)
+    points = origins + t[..., None] * directions  # (C, N, 3) world
+
+    albedo = _face_albedo(room, points, face, owner < 0, seed)
+    for index, (obj, (centre, rotation)) in enumerate(zip(objects, object_poses)):
+        mine = owner == index
+        if mine.any():
+            local = ((points - centre) @ rotation)[mine]  # (M, 3) in the object's frame
+            tint = torch.tensor(COLOURS[obj.colour], dtype=dtype, device=device)
+            albedo[mine] = _object_albedo(obj.kind, local, tint, seed + 11 + index)
+
+    # Point light with cast shadows from the objects: a strong cue for depth and contact.
+    light = torch.tensor(room["light"], dtype=dtype, device=device)
+    to_light = light - points
+    distance = to_light.norm(dim=-1)  # (C, N)
+    to_light = to_light / distance[..., None]
+    lit = torch.ones_like(t)
+    start = points + 1e-3 * normals
+    for index, (obj, (centre, rotation)) in enumerate(zip(objects, object_poses)):
+        if obj.kind == "sphere":
+            t_shadow, _ = _intersect_sphere(start, to_light, centre, float(obj.size[0]))
+        else:
+            t_shadow, _ = _intersect_box(start, to_light, centre, rotation, halves[index])
+        lit = torch.where((t_shadow < distance) & (owner != index), lit * 0.35, lit)
+    diffuse = (normals * to_light).sum(-1).clamp_min(0) * lit
+    shading = 0.35 + 0.75 * diffuse / (1 + 0.05 * distance**2)
+    colour = (albedo * shading[..., None]).clamp(0, 1)
+    return colour, t, points, owner >= 0
+
+
+def render_scene(seed: int, num_frames: int = 17, height: int = 64, width: int = 64, device=None) -> SyntheticScene:
+    """Render one deterministic synthetic 4D clip for ``seed`` at any resolution and length.
+
+    Motion is parameterised by normalised time, so the same seed with more frames is the same
+    motion sampled more densely. Returned poses are relative to frame 0 (frame 0 == identity).
+    """
+    if num_frames < 1 or height < 2 or width < 2:
+        raise ValueError(f"render_scene needs num_frames >= 1 and a size of at least 2x2, got {num_frames}x{height}x{width}")
+    rng = np.random.default_rng(seed)
+    room, objects, camera = _sample_layout(rng)
+    dtype = torch.float32
+    focal = (width / 2) / math.tan(math.radians(camera["fov_degrees"]) / 2)
+    intrinsics = default_intrinsics(height, width, focal, dtype=dtype).to(device)
+    rays = (pixel_grid(height, width, dtype, device).reshape(-1, 3) @ torch.linalg.inv(intrinsics).T)  # (HW, 3)
+
+    times = [frame / max(num_frames - 1, 1) for frame in range(num_frames)]
+    eyes, targets = zip(*(_camera_at(camera, t) for t in times))
+    world_to_camera = look_at(
+        torch.tensor(np.stack(eyes), dtype=torch.float64), torch.tensor(np.stack(targets), dtype=torch.float64)
+    )  # (F, 4, 4), float64 so that relative poses stay exact
+    camera_to_world = invert_pose(world_to_camera).to(dtype=dtype, device=device)
+
+    chunk = max(1, (1 << 20) // (height * width))  # about a million rays per pass bounds memory
+    rgb, depth, points, dynamic = [], [], [], []
+    for first in range(0, num_frames, chunk):
+        frames = range(first, min(first + chunk, num_frames))
+        object_poses = []
+        for obj in objects:
+            centres, rotations = zip(*(obj.pose(times[frame], room["high"][1]) for frame in frames))
+            object_poses.append((
+                torch.tensor(np.stack(centres)[:, None], dtype=dtype, device=device),  # (C, 1, 3)
+                torch.tensor(np.stack(rotations), dtype=dtype, device=device),  # (C, 3, 3)
+            ))
+        colour, z, world_points, moving = _render_frames(rays, camera_to_world[first:frames.stop], room, object_poses, objects, seed)
+        rgb.append(colour)
+        depth.append(z)
+        points.append(world_points)
+        dynamic.append(moving)
+
+    world_to_first = world_to_camera[0].to(dtype=dtype, device=device)
+    world_points = torch.cat(points)  # (F, HW, 3)
+    pointmaps = world_points @ world_to_first[:3, :3].T + world_to_first[:3, 3]  # (F, HW, 3) in frame 0's camera
+    shape = (num_frames, height, width)
+    return SyntheticScene(
+        rgb=torch.cat(rgb).reshape(*shape, 3),
+        depth=torch.cat(depth).reshape(shape),
+        intrinsics=intrinsics.expand(num_frames, 3, 3).clone(),
+        world_to_camera=relative_to_first(world_to_camera).to(dtype=dtype, device=device),
+        pointmaps=pointmaps.reshape(*shape, 3),
+        dynamic_mask=torch.cat(dynamic).reshape(shape),
+        caption=_caption(room, objects, camera),
+    )
