@@ -177,12 +177,11 @@ def write_diffusers_directory(
     return folder
 
 
-def build_tiny_directory(folder: str | Path, seed: int = 0) -> Path:
-    """Write a complete tiny diffusers-format Wan I2V directory with random weights (fixed seed)."""
+def build_tiny_components(seed: int = 0) -> dict:
+    """All tiny components of a Wan I2V pipeline with random weights (fixed seed), keyed as diffusers keys them."""
     torch.manual_seed(seed)
     image_encoder, image_processor = build_image_encoder("tiny")
-    return write_diffusers_directory(
-        folder,
+    return dict(
         transformer=build_base_transformer("tiny"),
         vae=build_vae("tiny"),
         text_encoder=build_text_encoder("tiny"),
@@ -190,3 +189,8 @@ def build_tiny_directory(folder: str | Path, seed: int = 0) -> Path:
         image_encoder=image_encoder,
         image_processor=image_processor,
     )
+
+
+def build_tiny_directory(folder: str | Path, seed: int = 0) -> Path:
+    """Write a complete tiny diffusers-format Wan I2V directory with random weights (fixed seed)."""
+    return write_diffusers_directory(folder, **build_tiny_components(seed))

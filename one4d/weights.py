@@ -157,10 +157,12 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0]
+        # torch's message is a paragraph; keep the line that names the blocked object.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "unpickling failed")
         raise ValueError(
-            f"refusing to load {path}: it is not a plain tensor checkpoint that torch.load(weights_only=True) "
-            f"accepts ({first_line}); convert it to safetensors in a trusted environment"
+            f"refusing to load {path}: it holds more than tensors and torch.load(weights_only=True) "
+            f"rejects it ({reason}); convert it to safetensors where you trust its source"
         ) from None
     # VideoX-Fun and many trainers save {"state_dict": {...}}; unwrap that one level.
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
