@@ -70,7 +70,8 @@ def collect_runs(output_dir: str | Path) -> list[dict]:
 def run(cfg: DictConfig) -> dict:
     """Evaluate one benchmark as configured and write its JSON and tables; returns the run record."""
     sparsity = None if cfg.sparsity is None else float(cfg.sparsity)
-    sources = instantiate(cfg.benchmark.reader, root=cfg.root, _convert_="all")
+    reader = instantiate(cfg.benchmark.reader, _partial_=True, _convert_="all")  # called here: its errors stay ValueErrors
+    sources = reader(root=cfg.root)
     predictor = build_predictor(cfg)
     metrics = cfg.benchmark.metrics
     result = evaluate(sources, predictor, sparsity=sparsity, strict=cfg.strict, align=metrics.align,

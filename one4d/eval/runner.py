@@ -30,11 +30,15 @@ Predictor = Callable[[EvalSequence, np.ndarray], Prediction]
 
 
 def sparse_frame_indices(num_frames: int, ratio: float) -> np.ndarray:
-    """Observed frames of the sparse task: first, last, and uniformly spread between."""
+    """Observed frames of the sparse task: first, last, and uniformly spread between.
+
+    ``max(2, round(ratio * F))`` frames, rounding halves up (Python's ``round`` would make
+    0.05 x 50 frames 2 frames rather than 3).
+    """
     if not 0 < ratio <= 1:
         raise ValueError(f"sparsity ratio must be in (0, 1], got {ratio}")
-    count = min(num_frames, max(2, round(ratio * num_frames)))
-    return np.unique(np.round(np.linspace(0, num_frames - 1, count)).astype(np.int64))
+    count = min(num_frames, max(2, int(np.floor(ratio * num_frames + 0.5))))  # round half up
+    return np.unique(np.floor(np.linspace(0, num_frames - 1, count) + 0.5).astype(np.int64))
 
 
 def evaluate_sequence(
