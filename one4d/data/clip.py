@@ -51,6 +51,7 @@ class Clip:
     world_to_camera: torch.Tensor  # (F, 4, 4) float64
     meta: dict
     frames: list[int] = field(default_factory=list)  # stored frame indices that were read
+    reference_world_to_camera: torch.Tensor | None = None  # (4, 4) stored frame 0: the frame of ``pointmaps``
 
 
 # ----------------------------------------------------------------------------- writing
@@ -295,4 +296,5 @@ def read_clip(folder: str | Path, frames: list[int] | None = None) -> Clip:
         world_to_camera=world_to_camera[frames],
         meta=meta,
         frames=frames,
+        reference_world_to_camera=world_to_camera[0],
     )
