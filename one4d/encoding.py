@@ -1,0 +1,143 @@
+"""Encoding videos, prompts and images for the Wan base: the ONE place the trainer, the cache and the sampler share.
+
+Everything follows diffusers' ``WanImageToVideoPipeline`` (``encode_prompt``, ``encode_image``,
+``prepare_latents``): UMT5 embeddings cut at each prompt's length and zero-padded to 512 tokens,
+CLIP penultimate hidden states, VAE latents normalised with the VAE config's ``latents_mean`` /
+``latents_std``. A model fine-tuned on these inputs therefore sees what the pipeline feeds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from one4d.models.presets import TEXT_TOKENS
+
+
+def clean_prompt(text: str) -> str:
+    """Collapse whitespace like diffusers' ``prompt_clean`` (its ftfy pass is skipped: ftfy is not a dependency)."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@torch.no_grad()
+def encode_prompt(tokenizer, text_encoder, prompts: list[str], max_sequence_length: int = TEXT_TOKENS) -> torch.Tensor:
+    """UMT5 embeddings (B, 512, text_dim): each prompt's tokens, then zeros, exactly as the Wan pipelines pad."""
+    prompts = [clean_prompt(prompt) for prompt in prompts]
+    tokens = tokenizer(
+        prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+        add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
+    )
+    device = next(text_encoder.parameters()).device
+    mask = tokens.attention_mask.to(device)
+    hidden = text_encoder(tokens.input_ids.to(device), mask).last_hidden_state  # (B, 512, D)
+    lengths = mask.sum(dim=1)
+    keep = torch.arange(max_sequence_length, device=device)[None, :] < lengths[:, None]  # (B, 512)
+    return (hidden * keep[..., None]).float()
+
+
+@torch.no_grad()
+def encode_image(image_encoder, image_processor, frames: torch.Tensor) -> torch.Tensor:
+    """CLIP penultimate hidden states (B, tokens, image_dim) of frames (B, 3, H, W) in [-1, 1].
+
+    Frames go through the processor as uint8 images, the way the pipeline receives a PIL image.
+    """
+    images = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, H, W)
+    images = [image.permute(1, 2, 0).cpu().numpy() for image in images]  # B x (H, W, 3)
+    device = next(image_encoder.parameters()).device
+    pixels = image_processor(images=images, return_tensors="pt").pixel_values.to(device, next(image_encoder.parameters()).dtype)
+    return image_encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2].float()
+
+
+def latent_statistics(vae) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE config's per-channel latents_mean and latents_std, shaped (1, C, 1, 1, 1)."""
+    channels = vae.config.z_dim
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, channels, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, channels, 1, 1, 1)
+    return mean, std
+
+
+@torch.no_grad()
+def encode_video(vae, video: torch.Tensor, sample_posterior: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, 3, F, H, W) in [-1, 1] -> normalised latents (B, 16, (F - 1) / 4 + 1, H / 8, W / 8), float32.
+
+    The posterior's mode by default (what the pipeline does for its condition latents); a sample
+    with ``sample_posterior`` (what VideoX-Fun's trainer does for the target latents).
+    """
+    device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    posterior = vae.encode(video.to(device, dtype)).latent_dist
+    latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+    mean, std = latent_statistics(vae)
+    return (latents.float() - mean.to(latents.device)) / std.to(latents.device)
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents (B, 16, f, h, w) -> video (B, 3, F, H, W) in [-1, 1]."""
+    device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    mean, std = latent_statistics(vae)
+    latents = latents.to(device, torch.float32) * std.to(device) + mean.to(device)
+    return vae.decode(latents.to(dtype)).sample.float().clamp(-1, 1)
+
+
+def vae_fingerprint(components: str, seed: int = 0) -> str:
+    """A short hash naming the VAE of ``components`` without loading it: latents of another VAE must not be mixed in.
+
+    "tiny": its config and the seed of its random weights. A diffusers directory: ``vae/config.json``
+    and, for every weight file, its name, size and first MiB.
+    """
+    digest = hashlib.sha256()
+    if components == "tiny":
+        from one4d.components import build_vae
+
+        digest.update(json.dumps(dict(build_vae("tiny").config), sort_keys=True, default=str).encode())
+        digest.update(f"tiny-seed-{seed}".encode())
+        return digest.hexdigest()[:16]
+    folder = Path(components) / "vae"
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{components} has no vae/config.json: not a diffusers Wan I2V directory")
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + str(path.stat().st_size).encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read(2**20))
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Encoders:
+    """The frozen encoders of a Wan I2V pipeline; any of them may be None when a cache replaces it."""
+
+    vae: object = None
+    tokenizer: object = None
+    text_encoder: object = None
+    image_encoder: object = None
+    image_processor: object = None
+
+    def to(self, device) -> "Encoders":
+        for module in (self.vae, self.text_encoder, self.image_encoder):
+            if module is not None:
+                module.to(device).eval().requires_grad_(False)
+        return self
+
+
+def load_encoders(components: str, dtype: torch.dtype | None = None, seed: int = 0) -> Encoders:
+    """``components="tiny"``: the tiny random stand-ins (fixed ``seed``); otherwise a local diffusers Wan I2V directory."""
+    if components == "tiny":
+        from one4d.components import build_tiny_components
+
+        parts = build_tiny_components(seed)
+        parts.pop("transformer")
+    else:
+        from one4d.weights import load_diffusers_components
+
+        names = ("vae", "tokenizer", "text_encoder", "image_encoder", "image_processor")
+        parts = load_diffusers_components(components, dtype=dtype, components=names)
+    encoders = Encoders(**{key: parts[key] for key in ("vae", "tokenizer", "text_encoder", "image_encoder", "image_processor")})
+    if components != "tiny" and encoders.vae is not None:
+        encoders.vae.to(torch.float32)  # the Wan VAE is run in fp32 by the reference pipelines
+    return encoders

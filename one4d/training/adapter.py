@@ -1,0 +1,112 @@
+"""The adapter between the trainer and a joint RGB+XYZ model (STYLE item 4, finetrainers' ModelSpecification).
+
+The trainer calls ``prepare_batch`` (data -> latents and embeddings), ``forward`` (-> predictions,
+targets, weights) and ``trainable_state_dict``; it never learns which architecture it trains. DLC
+and the two concatenation baselines share the forward signature, so one adapter serves all three.
+
+A batch comes either from raw clips (``ClipDataset``: rgb, xyz, observed, caption), encoded here
+with the frozen VAE / UMT5 / CLIP, or from the latent cache (already encoded). Both produce the
+same prepared dict, so everything after ``prepare_batch`` is shared.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from one4d.conditioning import condition_video, latent_mask
+from one4d.encoding import Encoders, encode_image, encode_prompt, encode_video
+
+from .objective import FlowMatchingObjective
+
+
+class JointFlowAdapter:
+    """Turns batches into the model's inputs and the flow-matching targets.
+
+    prompt_dropout: probability, per sample, of replacing the text embedding by the empty
+        prompt's (classifier-free guidance). The CLIP image context is kept, as Wan I2V does.
+    sample_posterior: sample the VAE posterior for the target latents (True) or take its mode.
+    """
+
+    def __init__(self, objective: FlowMatchingObjective, encoders: Encoders | None = None,
+                 empty_prompt: torch.Tensor | None = None, prompt_dropout: float = 0.1,
+                 sample_posterior: bool = False):
+        if not 0 <= prompt_dropout <= 1:
+            raise ValueError(f"prompt_dropout must be in [0, 1], got {prompt_dropout}")
+        self.objective, self.encoders = objective, encoders or Encoders()
+        self.prompt_dropout, self.sample_posterior = prompt_dropout, sample_posterior
+        if empty_prompt is None and self.encoders.text_encoder is not None:
+            empty_prompt = encode_prompt(self.encoders.tokenizer, self.encoders.text_encoder, [""])[0]
+        self.empty_prompt = empty_prompt  # (512, text_dim) or None (then no dropout possible)
+        if prompt_dropout > 0 and self.empty_prompt is None:
+            raise ValueError("prompt_dropout > 0 needs the empty prompt's embedding: load a text encoder or use a cache that stores it")
+
+    # ------------------------------------------------------------------ the trainer's interface
+
+    def prepare_batch(self, batch: dict, device, generator: torch.Generator | None = None) -> dict:
+        """Latents and embeddings of a batch, on ``device``: from the cache as they are, from raw clips encoded now."""
+        if "rgb_latents" not in batch:
+            batch = self.encode_batch(batch, generator)
+        keys = ("rgb_latents", "xyz_latents", "condition", "text_embeds", "image_embeds")
+        return {key: batch[key].to(device) if batch.get(key) is not None else None for key in keys}
+
+    def forward(self, model, prepared: dict, generator: torch.Generator) -> tuple[dict, dict, dict]:
+        """One noisy forward pass: (predictions, targets, weights), each keyed by "rgb" and "xyz"."""
+        rgb_latents, xyz_latents = prepared["rgb_latents"], prepared["xyz_latents"]  # (B, 16, f, h, w) each
+        batch_size, device = rgb_latents.shape[0], rgb_latents.device
+        sigma = self.objective.sample_sigmas(batch_size, generator).to(device)  # (B,): shared by both modalities
+        rgb_noise = torch.randn(rgb_latents.shape, generator=generator, device=generator.device).to(device)
+        xyz_noise = torch.randn(xyz_latents.shape, generator=generator, device=generator.device).to(device)
+        text = self.drop_prompts(prepared["text_embeds"], generator)  # (B, 512, text_dim)
+
+        rgb_input = torch.cat([self.objective.noisy(rgb_latents, rgb_noise, sigma), prepared["condition"]], dim=1)  # (B, 36, f, h, w)
+        xyz_input = self.objective.noisy(xyz_latents, xyz_noise, sigma)  # (B, 16, f, h, w)
+        rgb_pred, xyz_pred = model(rgb_input, xyz_input, self.objective.timesteps(sigma), text, prepared["image_embeds"])
+        targets = {"rgb": self.objective.target(rgb_latents, rgb_noise), "xyz": self.objective.target(xyz_latents, xyz_noise)}
+        return {"rgb": rgb_pred, "xyz": xyz_pred}, targets, self.objective.weights
+
+    @staticmethod
+    def trainable_state_dict(model) -> dict[str, torch.Tensor]:
+        return model.trainable_state_dict()
+
+    # ------------------------------------------------------------------ steps of the above
+
+    def drop_prompts(self, text: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Replace each sample's text embedding by the empty prompt's with probability ``prompt_dropout``."""
+        if self.prompt_dropout <= 0:
+            return text
+        drop = torch.rand(text.shape[0], generator=generator, device=generator.device).to(text.device) < self.prompt_dropout
+        empty = self.empty_prompt.to(text.device, text.dtype).expand_as(text)
+        return torch.where(drop[:, None, None], empty, text)
+
+    def encode_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """Raw clips -> latents: RGB, XYZ, the UMC condition (mask 4 + condition latents 16), text and CLIP context."""
+        encoders = self.encoders
+        if encoders.vae is None or encoders.text_encoder is None:
+            raise ValueError("raw clips need the VAE and the text encoder; they were not loaded (cache mode?)")
+        rgb, xyz, observed = batch["rgb"], batch["xyz"], batch["observed"]  # (B, 3, F, H, W) x2, (B, F) bool
+        sample = self.sample_posterior
+        rgb_latents = encode_video(encoders.vae, rgb, sample, generator if sample else None)  # (B, 16, f, h, w)
+        xyz_latents = encode_video(encoders.vae, xyz, sample, generator if sample else None)  # (B, 16, f, h, w)
+        return {
+            "rgb_latents": rgb_latents,
+            "xyz_latents": xyz_latents,
+            "condition": condition_latents(encoders, rgb, observed),  # (B, 20, f, h, w)
+            "text_embeds": encode_prompt(encoders.tokenizer, encoders.text_encoder, list(batch["caption"])),
+            "image_embeds": first_observed_image_embeds(encoders, rgb, observed),
+        }
+
+
+def condition_latents(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """The 20 UMC channels: latent mask (B, 4, f, h, w) then the VAE mode of the condition video (B, 16, f, h, w)."""
+    latents = encode_video(encoders.vae, condition_video(rgb, observed))  # (B, 16, f, h, w)
+    mask = latent_mask(observed, rgb.shape[2], latents.shape[3], latents.shape[4], device=latents.device)  # (B, 4, f, h, w)
+    return torch.cat([mask.to(latents.dtype), latents], dim=1)
+
+
+def first_observed_image_embeds(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor | None:
+    """CLIP context of each sample's first observed frame (B, tokens, image_dim), None without an image encoder."""
+    if encoders.image_encoder is None:
+        return None
+    first = observed.int().argmax(dim=1)  # (B,) index of the first True
+    frames = rgb[torch.arange(rgb.shape[0]), :, first]  # (B, 3, H, W)
+    return encode_image(encoders.image_encoder, encoders.image_processor, frames)

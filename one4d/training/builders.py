@@ -1,0 +1,109 @@
+"""Building the trainer's parts from config values (configs are data; this is where they become objects)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from one4d.models import ARCHITECTURES, build_model
+
+from .objective import FlowMatchingObjective
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def architecture_kwargs(model_cfg) -> dict:
+    """The keyword arguments of the chosen architecture's constructor (DLC has link options, the baselines do not)."""
+    kwargs = {"lora_rank": int(model_cfg.lora_rank), "lora_alpha": model_cfg.get("lora_alpha")}
+    if model_cfg.architecture == "dlc":
+        kwargs["num_links"] = int(model_cfg.num_links)
+        kwargs["link_layers"] = None if model_cfg.get("link_layers") is None else [int(i) for i in model_cfg.link_layers]
+    return kwargs
+
+
+def build_joint_model(model_cfg, device=None):
+    """The joint RGB+XYZ model of ``cfg.model``: a random base (tests, meta-device counts) or local pretrained weights.
+
+    The frozen base takes ``model.dtype`` (bf16 keeps diffusers' fp32 modules); trainable weights stay fp32.
+    """
+    if model_cfg.architecture not in ARCHITECTURES:
+        raise ValueError(f"model.architecture must be one of {sorted(ARCHITECTURES)}, got {model_cfg.architecture!r}")
+    dtype = torch_dtype(model_cfg.dtype)
+    overrides = dict(model_cfg.get("base_overrides") or {})
+    if model_cfg.get("transformer"):
+        from one4d.weights import load_base_transformer
+
+        base = load_base_transformer(model_cfg.transformer, preset=model_cfg.preset, dtype=dtype)
+        model = ARCHITECTURES[model_cfg.architecture](base, **architecture_kwargs(model_cfg))
+    else:
+        model = build_model(model_cfg.architecture, model_cfg.preset, device=device, dtype=dtype,
+                            base_overrides=overrides, **architecture_kwargs(model_cfg))
+    if model_cfg.get("attention_backend"):
+        model.set_attention_backend(model_cfg.attention_backend)
+    return model
+
+
+def build_objective(train_cfg) -> FlowMatchingObjective:
+    sigma = train_cfg.sigma
+    return FlowMatchingObjective(
+        scheme=sigma.scheme, shift=float(sigma.shift), logit_mean=float(sigma.logit_mean),
+        logit_std=float(sigma.logit_std), weights={key: float(value) for key, value in train_cfg.loss_weights.items()},
+    )
+
+
+def build_dataset(data_cfg, seed: int, vae_fingerprint: str | None = None):
+    """Raw clips (``ClipDataset``) or, when ``data.cache`` is set, the latent cache checked against this config."""
+    if data_cfg.get("cache"):
+        from .cache import LatentCacheDataset
+
+        return LatentCacheDataset(
+            data_cfg.cache, num_frames=int(data_cfg.num_frames), height=int(data_cfg.height), width=int(data_cfg.width),
+            vae=vae_fingerprint, seed=seed, task_probabilities=tuple(data_cfg.task_probabilities),
+        )
+    from one4d.data.dataset import ClipDataset
+
+    roots = data_cfg.roots
+    if not roots:
+        raise ValueError("data.roots is empty: give one or more folders of clips (or data.cache=<folder> from scripts/cache_latents.py)")
+    return ClipDataset(
+        [str(root) for root in roots], num_frames=int(data_cfg.num_frames), height=int(data_cfg.height),
+        width=int(data_cfg.width), frame_stride=int(data_cfg.frame_stride), seed=seed, crop=data_cfg.crop,
+        task_probabilities=tuple(data_cfg.task_probabilities),
+    )
+
+
+def step_generator(seed: int, step: int, micro_step: int, rank: int, device="cpu") -> torch.Generator:
+    """The generator of one micro-step on one process: sigmas, noise and prompt dropout are a function of
+    (seed, step, micro-step, rank) only, so a resumed run draws exactly what the uninterrupted one drew."""
+    state = np.random.SeedSequence([seed, step, micro_step, rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class ShardedBatches:
+    """The data order: one seeded permutation per epoch, split across processes, cut into batches.
+
+    Resuming needs only the number of batches consumed: the order is a function of (seed, epoch).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int):
+        per_epoch = num_samples // (batch_size * world_size)
+        if per_epoch < 1:
+            raise ValueError(
+                f"the dataset has {num_samples} samples, fewer than one step needs "
+                f"(batch size {batch_size} x {world_size} processes)"
+            )
+        self.num_samples, self.batch_size, self.rank, self.world_size, self.seed = num_samples, batch_size, rank, world_size, seed
+        self.batches_per_epoch = per_epoch
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of sample indices for ``epoch`` (incomplete tail dropped)."""
+        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch)).tolist()
+        order = order[: self.batches_per_epoch * self.batch_size * self.world_size]
+        mine = order[self.rank :: self.world_size]
+        return [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]

@@ -1,0 +1,350 @@
+"""The One4D trainer: a class with small overridable steps (STYLE item 5), distributed through accelerate.
+
+The same code runs on one CPU process, ``torchrun --nproc_per_node 2`` on CPU (gloo) and a GPU
+cluster, with plain DDP or DeepSpeed ZeRO-2/3 (``launcher`` config group). It talks to the model only
+through :class:`JointFlowAdapter`, so DLC and the concatenation baselines train the same way.
+
+Precision: the frozen base is stored in ``model.dtype`` (bf16 for the big presets) and the trainable
+weights in fp32. DeepSpeed runs in its fp32 mode on purpose: its bf16 mode would cast the trainable
+weights (and diffusers' fp32-kept norms) to bf16. The heavy matmuls still run in bf16 because the base
+weights are bf16; ``train.mixed_precision=bf16`` adds autocast for the rest under DDP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from one4d.encoding import Encoders, load_encoders, vae_fingerprint
+from one4d.models.state import load_trainable_state, save_trainable_state
+
+from . import checkpointing
+from .adapter import JointFlowAdapter
+from .builders import ShardedBatches, build_dataset, build_joint_model, build_objective, step_generator
+
+logger = logging.getLogger(__name__)
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Linear warmup to 1, then "constant", "linear" decay to 0 or "cosine" decay to 0 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def check_config(cfg, world_size: int) -> int:
+    """Refuse values that cannot train, with one line naming the key; returns the per-process batch size."""
+    train = cfg.train
+    if not train.lr > 0:
+        raise ValueError(f"train.lr must be positive, got {train.lr}")
+    if train.steps < 1 or train.grad_accum < 1:
+        raise ValueError(f"train.steps and train.grad_accum must be at least 1, got {train.steps} and {train.grad_accum}")
+    if train.lr_schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"train.lr_schedule must be constant, linear or cosine, got {train.lr_schedule!r}")
+    batch_size = int(train.batch_size)
+    if train.get("global_batch_size") is not None:
+        if train.global_batch_size % world_size:
+            raise ValueError(f"train.global_batch_size={train.global_batch_size} does not divide across {world_size} processes")
+        batch_size = int(train.global_batch_size) // world_size
+    if batch_size < 1:
+        raise ValueError(f"train.batch_size must be at least 1, got {batch_size}")
+    if cfg.launcher.kind not in ("single", "ddp", "deepspeed"):
+        raise ValueError(f"launcher.kind must be single, ddp or deepspeed, got {cfg.launcher.kind!r}")
+    return batch_size
+
+
+class Trainer:
+    """Builds everything from a composed config, then ``train()``; each step is a method to override."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir)
+        self.checkpoint_root = self.run_dir / "checkpoints"
+        self.step = 0  # optimizer steps done
+        self.batches_consumed = 0  # batches this process has drawn (the data-order state)
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> "Trainer":
+        cfg = self.cfg
+        self.accelerator = self.build_accelerator()
+        self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
+        self.batch_size = check_config(cfg, self.world_size)
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)
+
+        vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed)) if cfg.data.get("cache") else None
+        self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)
+        self.order = ShardedBatches(len(self.dataset), self.batch_size, self.rank, self.world_size, int(cfg.train.seed))
+        torch.manual_seed(int(cfg.train.seed))  # identical LoRA initialisation on every process
+        self.model = build_joint_model(cfg.model)
+        if cfg.train.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.adapter = self.build_adapter()
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=float(cfg.train.lr), betas=tuple(cfg.train.betas),
+            eps=float(cfg.train.eps), weight_decay=float(cfg.train.weight_decay),
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_lambda)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        if cfg.train.report_to:
+            self.accelerator.init_trackers("one4d", config=scalar_hparams(cfg))
+        return self
+
+    def lr_lambda(self, step: int) -> float:
+        train = self.cfg.train
+        return lr_multiplier(step, int(train.warmup_steps), int(train.steps), train.lr_schedule)
+
+    def build_accelerator(self) -> Accelerator:
+        cfg, launcher = self.cfg, self.cfg.launcher
+        kwargs = dict(
+            gradient_accumulation_steps=int(cfg.train.grad_accum),
+            log_with=cfg.train.report_to or None,
+            project_dir=str(self.run_dir),
+        )
+        if launcher.kind == "deepspeed":
+            config = OmegaConf.to_container(launcher.deepspeed, resolve=True)
+            config.update(
+                train_micro_batch_size_per_gpu=int(cfg.train.batch_size),
+                gradient_accumulation_steps=int(cfg.train.grad_accum),
+                gradient_clipping=float(cfg.train.max_grad_norm),
+                zero_allow_untested_optimizer=True,
+                bf16={"enabled": False}, fp16={"enabled": False},  # see the module docstring
+            )
+            kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=config)
+            if not torch.cuda.is_available():
+                # accelerate leaves the backend unset on CPU; gloo makes it count the processes.
+                kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+        else:
+            kwargs["mixed_precision"] = cfg.train.mixed_precision
+            kwargs["cpu"] = not torch.cuda.is_available()
+        return Accelerator(**kwargs)
+
+    def build_adapter(self) -> JointFlowAdapter:
+        """Encoders for raw clips; with a cache, only what the cache stores (no VAE or text encoder)."""
+        cfg = self.cfg
+        empty_prompt, encoders = None, Encoders()
+        if cfg.data.get("cache"):
+            empty_prompt = self.dataset.empty_prompt
+        else:
+            encoders = load_encoders(cfg.model.components, seed=int(cfg.model.components_seed)).to(self.accelerator.device)
+        return JointFlowAdapter(
+            build_objective(cfg.train), encoders, empty_prompt=empty_prompt,
+            prompt_dropout=float(cfg.train.prompt_dropout), sample_posterior=bool(cfg.data.sample_posterior),
+        )
+
+    # ------------------------------------------------------------------ data
+
+    def batches(self):
+        """Endless batches in the data order, starting after the ones already consumed (resume)."""
+        while True:
+            epoch, skip = divmod(self.batches_consumed, self.order.batches_per_epoch)
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            loader = DataLoader(self.dataset, batch_sampler=self.order.epoch_batches(epoch)[skip:],
+                                num_workers=int(self.cfg.data.num_workers))
+            for batch in loader:
+                self.batches_consumed += 1
+                yield batch
+
+    # ------------------------------------------------------------------ steps
+
+    def forward_backward_step(self, batch: dict, micro_step: int) -> dict:
+        """Prepare, forward, loss, backward for one micro-batch; returns the detached losses."""
+        generator = step_generator(int(self.cfg.train.seed), self.step, micro_step, self.rank)
+        prepared = self.adapter.prepare_batch(batch, self.accelerator.device, generator)
+        with self.accelerator.autocast():
+            predictions, targets, weights = self.adapter.forward(self.model, prepared, generator)
+        loss, parts = self.adapter.objective.loss(predictions, targets, weights)
+        self.accelerator.backward(loss)
+        return {"loss": loss.detach(), **{f"loss_{key}": value for key, value in parts.items()}}
+
+    def train_step(self, batches) -> dict:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean losses of this process."""
+        totals: dict[str, torch.Tensor] = {}
+        accumulation = int(self.cfg.train.grad_accum)
+        self.model.train()
+        for micro_step in range(accumulation):
+            with self.accelerator.accumulate(self.model):
+                losses = self.forward_backward_step(next(batches), micro_step)
+                if self.accelerator.sync_gradients and self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), float(self.cfg.train.max_grad_norm))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + value / accumulation
+        self.scheduler.step()
+        self.step += 1
+        return totals
+
+    def train(self) -> dict:
+        """Run until ``train.steps``; checkpoints, logs and validation samples on their schedules."""
+        cfg, accelerator = self.cfg.train, self.accelerator
+        batches = self.batches()
+        progress = tqdm(total=int(cfg.steps), initial=self.step, disable=not (accelerator.is_main_process and cfg.progress_bar),
+                        desc="train", dynamic_ncols=True)
+        samples_per_step = self.batch_size * self.world_size * int(cfg.grad_accum)
+        history = []
+        while self.step < int(cfg.steps):
+            started = time.perf_counter()
+            losses = self.train_step(batches)
+            seconds = time.perf_counter() - started
+            loss = float(losses["loss"])
+            history.append(loss)
+            lr = self.scheduler.get_last_lr()[0]
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", step_s=f"{seconds:.2f}", samples_s=f"{samples_per_step / seconds:.1f}")
+            if cfg.log_every and self.step % int(cfg.log_every) == 0:
+                self.log({key: float(accelerator.reduce(value.reshape(1), "mean")) for key, value in losses.items()}
+                         | {"lr": lr, "step_seconds": seconds, "samples_per_second": samples_per_step / seconds})
+            if (cfg.checkpoint_every and self.step % int(cfg.checkpoint_every) == 0) or self.step == int(cfg.steps):
+                self.save_checkpoint()
+            if cfg.validate_every and self.step % int(cfg.validate_every) == 0:
+                self.validate()
+        progress.close()
+        accelerator.end_training()
+        return {"losses": history, "step": self.step}
+
+    def log(self, values: dict) -> None:
+        if self.cfg.train.report_to:
+            self.accelerator.log(values, step=self.step)
+        if self.accelerator.is_main_process:
+            logger.info("step %d %s", self.step, " ".join(f"{key}={value:.4g}" for key, value in values.items()))
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def unwrapped_model(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def trainable_weights(self) -> dict[str, torch.Tensor]:
+        """Full trainable weights on this process (ZeRO-3 partitions are gathered first: a collective)."""
+        model = self.unwrapped_model()
+        if self.is_zero3():
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(model.trainable_parameters()):
+                return {name: value.detach().clone() for name, value in model.trainable_state_dict().items()}
+        return {name: value.detach().clone() for name, value in model.trainable_state_dict().items()}
+
+    def is_zero3(self) -> bool:
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED and int(self.cfg.launcher.deepspeed.zero_optimization.stage) == 3
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint of this step into a temporary folder, then publish it atomically (all processes call)."""
+        accelerator, root = self.accelerator, self.checkpoint_root
+        folder = checkpointing.temporary_folder(root, self.step)
+        if accelerator.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            self.model.save_checkpoint(str(folder / "deepspeed"), tag="state", exclude_frozen_parameters=True)
+        elif accelerator.is_main_process:
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        weights = self.trainable_weights() if self.is_zero3() else None  # collective under ZeRO-3
+        if accelerator.is_main_process:
+            save_trainable_state(self.unwrapped_model(), folder / "trainable")
+            if weights is not None:  # the module holds only this process's partition
+                save_file({name: value.cpu().contiguous() for name, value in weights.items()}, folder / "trainable" / "trainable_state.safetensors")
+            (folder / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict()))
+            state = {"step": self.step, "batches_consumed": self.batches_consumed, "world_size": self.world_size,
+                     "batch_size": self.batch_size, "seed": int(self.cfg.train.seed)}
+            (folder / "trainer.json").write_text(json.dumps(state, indent=1))
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, folder / f"rng-rank{self.rank}.safetensors")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            checkpointing.publish(folder, root, self.step)
+            checkpointing.prune(root, int(self.cfg.train.keep_last))
+        accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore weights, optimizer, scheduler, data order and RNG from a verified checkpoint."""
+        folder = Path(folder)
+        state = json.loads((folder / "trainer.json").read_text())
+        if state["world_size"] != self.world_size or state["batch_size"] != self.batch_size:
+            raise ValueError(
+                f"checkpoint {folder} was written by {state['world_size']} processes x batch {state['batch_size']}; "
+                f"this run has {self.world_size} x {self.batch_size}: the data order would not continue"
+            )
+        load_trainable_state(self.unwrapped_model(), folder / "trainable")
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            self.model.load_checkpoint(str(folder / "deepspeed"), tag="state", load_module_strict=False,
+                                       load_optimizer_states=True, load_lr_scheduler_states=False)
+        else:
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
+        self.step, self.batches_consumed = int(state["step"]), int(state["batches_consumed"])
+        rng_path = folder / f"rng-rank{self.rank}.safetensors"
+        if rng_path.is_file():
+            rng = load_file(rng_path)
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
+        if self.accelerator.is_main_process:
+            logger.info("resumed from %s at step %d", folder, self.step)
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> None:
+        """A short sample of the first clip, written as RGB and depth videos under ``<run>/validation/``."""
+        if self.is_zero3():
+            logger.warning("validation samples are skipped under ZeRO-3 (partitioned weights)")
+            return
+        if self.accelerator.is_main_process:
+            from .validation import write_validation_sample
+
+            write_validation_sample(self, self.run_dir / "validation" / f"step-{self.step:07d}")
+        self.accelerator.wait_for_everyone()
+
+    def vae(self):
+        """The VAE for decoding validation samples, loaded on first use in cache mode."""
+        if self.adapter.encoders.vae is None:
+            encoders = load_encoders(self.cfg.model.components, seed=int(self.cfg.model.components_seed))
+            self.adapter.encoders.vae = encoders.vae.to(self.accelerator.device).eval()
+        return self.adapter.encoders.vae
+
+
+def scalar_hparams(cfg) -> dict:
+    """Config values that TensorBoard's hparams accept (numbers, strings, bools), flattened with dots."""
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + ".")
+            elif isinstance(value, (int, float, str, bool)):
+                flat[name] = value
+            elif value is not None:
+                flat[name] = str(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def run(cfg) -> dict:
+    """Build a trainer from a composed config and train (the body of ``scripts/train.py``)."""
+    return Trainer(cfg).setup().train()
+

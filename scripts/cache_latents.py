@@ -1,0 +1,25 @@
+"""Encode every clip once (VAE latents, UMT5 and CLIP embeddings) into a latent cache for training.
+
+    python scripts/cache_latents.py data.roots=[data/synthetic] +cache_dir=outputs/cache/tiny
+    python scripts/train.py experiment=tiny_cpu data.cache=outputs/cache/tiny
+Uses the same config as training (configs/train.yaml), so the cache matches the run's size and VAE.
+"""
+
+import sys
+
+import hydra
+
+from one4d.training.cache import cache_from_config
+
+
+@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+def main(cfg) -> None:
+    try:
+        print(cache_from_config(cfg))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
