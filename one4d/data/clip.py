@@ -282,11 +282,11 @@ def read_clip(folder: str | Path, frames: list[int] | None = None) -> Clip:
     if intrinsics.shape[1:] != (3, 3) or world_to_camera.shape[1:] != (4, 4):
         raise ClipError(folder, f"cameras must be (F, 3, 3) and (F, 4, 4), got {tuple(intrinsics.shape)} and {tuple(world_to_camera.shape)}")
 
-    pointmaps = torch.from_numpy(pointmaps[frames].astype(np.float32))
-    depth = torch.from_numpy(depth[frames].astype(np.float32))
-    for name, array in (("pointmaps", pointmaps), ("depth", depth), ("cameras", intrinsics), ("cameras", world_to_camera)):
-        if not torch.isfinite(array).all():
+    pointmaps, depth = pointmaps[frames].astype(np.float32), depth[frames].astype(np.float32)
+    for name, array in (("pointmaps", pointmaps), ("depth", depth), ("cameras", intrinsics.numpy()), ("cameras", world_to_camera.numpy())):
+        if not np.isfinite(array).all():  # numpy: single-threaded, cheap on small clips
             raise ClipError(folder, f"{name} hold NaN or infinite values")
+    pointmaps, depth = torch.from_numpy(pointmaps), torch.from_numpy(depth)
     return Clip(
         name=folder.name,
         rgb=torch.from_numpy(rgb).float() / 255.0,
