@@ -1,0 +1,18 @@
+"""Post-optimisation: cameras (intrinsics, poses) and depth from generated pointmaps (SPEC section 6).
+
+Closed-form per-frame cameras, a short robust refinement of the paper's objective, closed-form
+depth; windows merged by Sim(3) for long videos. Usable without the diffusion model.
+"""
+
+from one4d.postopt.io import load_pointmaps, save_cameras
+from one4d.postopt.recover import CameraRecovery, recover_cameras
+from one4d.postopt.windows import recover_cameras_windowed, split_windows
+
+__all__ = [
+    "CameraRecovery",
+    "load_pointmaps",
+    "recover_cameras",
+    "recover_cameras_windowed",
+    "save_cameras",
+    "split_windows",
+]

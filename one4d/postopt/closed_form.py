@@ -1,0 +1,216 @@
+"""Closed-form camera of a dense pointmap: focal, rotation and centre from pixel-point pairs.
+
+Every pixel (u, v) of frame i sees the world point X of the pointmap, so the camera follows
+from many 2D-3D correspondences. With the principal point known, a linear DLT gives the
+projection matrix P = K [R | t] (Hartley-normalised, solved batched over frames in float64);
+focal and rotation come from its rows, and (focal, t) are then re-solved linearly given R.
+
+A planar frame (a single wall) makes the DLT degenerate (a 4-D null space). Such frames use a
+plane-to-image homography instead: focal from Zhang's two orthogonality constraints (unobservable
+when the wall faces the camera, then the focal comes from the other frames or from frame 0 at the
+world origin, with a warning), and the pose from the homography given the focal.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from one4d.postopt.camera import Cameras, point_residuals
+
+# A frame is planar when its point cloud's thickness (smallest / largest principal spread) is below this.
+PLANAR_THICKNESS = 0.03
+# Below this angle between the wall's normal and the optical axis the focal of a planar frame is unobservable.
+MIN_PLANE_TILT_DEGREES = 8.0
+
+
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over N of (F, N, C) values with weights (F, N) -> (F, C)."""
+    return (values * weight[..., None]).sum(1) / weight.sum(1, keepdim=True)
+
+
+def _nearest_rotation(matrix: torch.Tensor) -> torch.Tensor:
+    """Project (F, 3, 3) matrices onto SO(3) (polar decomposition)."""
+    u, _, vh = torch.linalg.svd(matrix)
+    sign = torch.ones_like(matrix[..., 0])
+    sign[..., 2] = torch.det(u @ vh).sign()
+    return u @ torch.diag_embed(sign) @ vh
+
+
+def _smallest_eigenvector(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Homogeneous least squares: rows (F, M, K), weights (F, M) -> unit vector (F, K) minimising |A p|."""
+    normal = torch.einsum("fmi,fm,fmj->fij", rows, weight, rows)  # (F, K, K)
+    _, vectors = torch.linalg.eigh(normal)
+    return vectors[..., 0]
+
+
+def point_spread(points: torch.Tensor, weight: torch.Tensor):
+    """Weighted centre (F, 3), principal axes (F, 3, 3) as columns, largest first, and spreads (F, 3)."""
+    centre = _weighted_mean(points, weight)
+    centred = points - centre[:, None]
+    covariance = torch.einsum("fni,fn,fnj->fij", centred, weight, centred) / weight.sum(1)[:, None, None]
+    values, vectors = torch.linalg.eigh(covariance)  # ascending
+    return centre, vectors.flip(-1), values.flip(-1).clamp_min(0).sqrt()
+
+
+def _refit_focal_translation(rotation, points, centred_pixels, weight):
+    """Given R, solve f, f t1, f t2, t3 linearly from f (r1.X + t1) = u (r3.X + t3), same for v -> focal (F,), t (F, 3)."""
+    rotated = torch.einsum("fij,fnj->fni", rotation, points)  # (F, N, 3)
+    u, v = centred_pixels.unbind(-1)
+    zero, one = torch.zeros_like(u), torch.ones_like(u)
+    rows_u = torch.stack([rotated[..., 0], one, zero, -u], dim=-1)  # (F, N, 4) unknowns (f, f t1, f t2, t3)
+    rows_v = torch.stack([rotated[..., 1], zero, one, -v], dim=-1)
+    rows = torch.cat([rows_u, rows_v], dim=1)  # (F, 2N, 4)
+    rhs = torch.cat([u * rotated[..., 2], v * rotated[..., 2]], dim=1)  # (F, 2N)
+    w = torch.cat([weight, weight], dim=1)
+    normal = torch.einsum("fmi,fm,fmj->fij", rows, w, rows)
+    right = torch.einsum("fmi,fm,fm->fi", rows, w, rhs)
+    solution = torch.linalg.solve(normal, right)  # (F, 4)
+    focal = solution[:, 0]
+    translation = torch.stack([solution[:, 1] / focal, solution[:, 2] / focal, solution[:, 3]], dim=-1)
+    return focal, translation
+
+
+def dlt_cameras(points: torch.Tensor, centred_pixels: torch.Tensor, weight: torch.Tensor):
+    """Linear DLT with known principal point, batched: points (F, N, 3), pixels minus principal point
+    (F, N, 2), weights (F, N) -> rotation (F, 3, 3), translation (F, 3), focal (F,)."""
+    centre = _weighted_mean(points, weight)
+    scale_x = _weighted_mean((points - centre[:, None]).pow(2).sum(-1, keepdim=True), weight).sqrt()  # (F, 1)
+    scale_u = _weighted_mean(centred_pixels.pow(2).sum(-1, keepdim=True), weight).sqrt()  # (F, 1)
+    x = (points - centre[:, None]) / scale_x[:, None]  # (F, N, 3) normalised (Hartley)
+    u = centred_pixels / scale_u[:, None]  # (F, N, 2)
+    homogeneous = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)  # (F, N, 4)
+    zeros = torch.zeros_like(homogeneous)
+    rows_u = torch.cat([homogeneous, zeros, -u[..., :1] * homogeneous], dim=-1)  # (F, N, 12)
+    rows_v = torch.cat([zeros, homogeneous, -u[..., 1:] * homogeneous], dim=-1)
+    rows = torch.cat([rows_u, rows_v], dim=1)  # (F, 2N, 12)
+    p = _smallest_eigenvector(rows, torch.cat([weight, weight], dim=1)).reshape(-1, 3, 4)
+    # Undo the normalisation: P = diag(s_u, s_u, 1) P~ [[I / s_x, -c / s_x], [0, 1]].
+    pixel_scale = torch.stack([scale_u[:, 0], scale_u[:, 0], torch.ones_like(scale_u[:, 0])], dim=-1)
+    m = pixel_scale[..., None] * p[..., :3] / scale_x[..., None]  # (F, 3, 3)
+    m = m * torch.det(m).sign()[:, None, None]  # det(K R) > 0 for a proper rotation
+    rows_norm = m.norm(dim=-1)  # (F, 3): f lambda, f lambda, lambda
+    rotation = _nearest_rotation(m / rows_norm[..., None])
+    focal, translation = _refit_focal_translation(rotation, points, centred_pixels, weight)
+    return rotation, translation, focal
+
+
+def homography_cameras(points, centred_pixels, weight, known_focal: torch.Tensor | None = None):
+    """Cameras of planar frames from the plane-to-image homography.
+
+    Returns rotation (F, 3, 3), translation (F, 3), focal (F,) and a bool (F,) telling where the
+    focal was observable (wall tilted by at least MIN_PLANE_TILT_DEGREES); elsewhere the focal is
+    ``known_focal`` (F,) when given, else NaN for the caller to fill.
+    """
+    centre, axes, _ = point_spread(points, weight)
+    axes = torch.cat([axes[..., :2], torch.cross(axes[..., 0], axes[..., 1], dim=-1)[..., None]], dim=-1)
+    plane = torch.einsum("fni,fij->fnj", points - centre[:, None], axes)[..., :2]  # (F, N, 2) in-plane coords
+    scale_x = _weighted_mean(plane.pow(2).sum(-1, keepdim=True), weight).sqrt()
+    scale_u = _weighted_mean(centred_pixels.pow(2).sum(-1, keepdim=True), weight).sqrt()
+    a = torch.cat([plane / scale_x[:, None], torch.ones_like(plane[..., :1])], dim=-1)  # (F, N, 3)
+    u = centred_pixels / scale_u[:, None]
+    zeros = torch.zeros_like(a)
+    rows = torch.cat(
+        [torch.cat([a, zeros, -u[..., :1] * a], dim=-1), torch.cat([zeros, a, -u[..., 1:] * a], dim=-1)], dim=1
+    )  # (F, 2N, 9)
+    h = _smallest_eigenvector(rows, torch.cat([weight, weight], dim=1)).reshape(-1, 3, 3)
+    ones = torch.ones_like(scale_u[:, 0])
+    h = torch.diag_embed(torch.stack([scale_u[:, 0], scale_u[:, 0], ones], -1)) @ h
+    h = h @ torch.diag_embed(torch.stack([1 / scale_x[:, 0], 1 / scale_x[:, 0], ones], -1))
+    h = h / h.norm(dim=(-2, -1), keepdim=True)
+    # Zhang: with G = diag(1/f, 1/f, 1) H, g1 . g2 = 0 and |g1| = |g2|; linear in w = 1 / f^2.
+    h1, h2 = h[..., 0], h[..., 1]
+    coef = torch.stack([h1[:, 0] * h2[:, 0] + h1[:, 1] * h2[:, 1], h1[:, :2].pow(2).sum(-1) - h2[:, :2].pow(2).sum(-1)], -1)
+    const = torch.stack([h1[:, 2] * h2[:, 2], h1[:, 2] ** 2 - h2[:, 2] ** 2], -1)
+    w = -(coef * const).sum(-1) / coef.pow(2).sum(-1).clamp_min(1e-300)
+    focal = torch.where(w > 0, w.clamp_min(1e-300).rsqrt(), torch.full_like(w, float("nan")))
+    if known_focal is not None:
+        focal_for_pose = torch.where(torch.isfinite(focal), focal, known_focal)
+    else:
+        focal_for_pose = torch.where(torch.isfinite(focal), focal, torch.ones_like(focal))
+    g = torch.diag_embed(torch.stack([1 / focal_for_pose, 1 / focal_for_pose, torch.ones_like(w)], -1)) @ h
+    lam = 2 / (g[..., 0].norm(dim=-1) + g[..., 1].norm(dim=-1))
+    lam = lam * g[:, 2, 2].sign()  # the plane's origin is in front of the camera
+    r1, r2 = lam[:, None] * g[..., 0], lam[:, None] * g[..., 1]
+    in_camera = _nearest_rotation(torch.stack([r1, r2, torch.cross(r1, r2, dim=-1)], dim=-1))
+    rotation = in_camera @ axes.transpose(-1, -2)
+    translation = lam[:, None] * g[..., 2] - torch.einsum("fij,fj->fi", rotation, centre)
+    tilt = torch.rad2deg(torch.arccos(in_camera[:, 2, 2].abs().clamp(max=1.0)))
+    observable = torch.isfinite(focal) & (tilt >= MIN_PLANE_TILT_DEGREES)
+    if known_focal is not None:
+        focal = torch.where(observable, focal, known_focal)
+    return rotation, translation, focal, observable
+
+
+def focal_from_first_frame(points: torch.Tensor, centred_pixels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Focal assuming frame 0's camera is the world origin (One4D pointmaps): u = f x / z in least squares."""
+    ratio = points[0, :, :2] / points[0, :, 2:].clamp_min(1e-12)  # (N, 2)
+    w = weight[0][:, None] * (points[0, :, 2:] > 0)
+    return (w * ratio * centred_pixels[0]).sum() / (w * ratio.pow(2)).sum().clamp_min(1e-300)
+
+
+def _median_distance(rotation, translation, focal, points, centred_pixels) -> torch.Tensor:
+    """Median point-to-ray distance (F,) of cameras given as rotation, translation, focal."""
+    centre = -torch.einsum("fji,fj->fi", rotation, translation)
+    cameras = Cameras(rotation, centre, focal, torch.zeros_like(centre[:, :2]))
+    residual, _, _, _ = point_residuals(cameras, points, centred_pixels)
+    return residual.norm(dim=-1).median(dim=1).values
+
+
+def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool, messages: list[str]) -> Cameras:
+    """Closed-form cameras for every frame: the DLT, or a homography where the frame is (nearly) planar.
+
+    Frames whose points hug a plane (median distance to the best plane under PLANAR_THICKNESS of
+    their spread) get both solutions and keep the one with the smaller median point-to-ray distance,
+    so a noisy wall uses the homography while a room corner seen mostly as one wall keeps the DLT.
+    """
+    frames = points.shape[0]
+    centred = pixels - principal_point[:, None]
+    centre, axes, spread = point_spread(points, weight)
+    degenerate = (spread[:, 1] <= 1e-9 * spread[:, 0]) | (spread[:, 0] == 0)
+    if degenerate.any():
+        bad = torch.nonzero(degenerate).flatten().tolist()
+        raise ValueError(f"frames {bad}: all points coincide or lie on one line; no camera can be recovered from them")
+    out_of_plane = torch.einsum("fni,fi->fn", points - centre[:, None], axes[..., 2]).abs().median(dim=1).values
+    candidate = out_of_plane < PLANAR_THICKNESS * spread[:, 0]
+    rotation, translation, focal = dlt_cameras(points, centred, weight)
+    if candidate.any():
+        index = torch.nonzero(candidate).flatten()
+        known = focal[~candidate].median().expand(index.numel()) if not candidate.all() else None
+        rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], weight[index], known)
+        if known is None and not observable.all():
+            if observable.any():
+                fill = focal_p[observable].median()
+            else:
+                fill = focal_from_first_frame(points, centred, weight)
+                if not torch.isfinite(fill) or fill <= 0:
+                    raise ValueError("every frame is a wall facing the camera: the focal is unobservable")
+                messages.append(
+                    f"focal unobservable (a wall facing the camera); using f={float(fill):.1f} px, frame 0 assumed at the world origin"
+                )
+            known = torch.where(observable, focal_p, fill)
+            rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], weight[index], known)
+        better = _median_distance(rot_p, trans_p, focal_p, points[index], centred[index]) < _median_distance(
+            rotation[index], translation[index], focal[index], points[index], centred[index]
+        )
+        chosen = index[better]
+        rotation[chosen], translation[chosen], focal[chosen] = rot_p[better], trans_p[better], focal_p[better]
+        if better.any():
+            messages.append(
+                f"{int(better.sum())} of {frames} frames are planar (a single wall): cameras from a homography; "
+                "the focal relies on the wall's tilt and the other frames"
+            )
+    depth = torch.einsum("fj,fnj->fn", rotation[:, 2], points) + translation[:, 2:3]  # (F, N)
+    behind = ((depth <= 0).double() * weight).sum(1) / weight.sum(1)
+    for frame in torch.nonzero(behind > 0.5).flatten().tolist():
+        messages.append(f"frame {frame}: most points are behind the recovered camera; its pointmap may be mirrored or broken")
+    if shared_focal:
+        focal = focal.median().expand(frames).clone()
+    return Cameras(rotation, -torch.einsum("fji,fj->fi", rotation, translation), focal, principal_point.clone())
+
+
+def warn_all(messages: list[str]) -> None:
+    """Emit collected post-optimisation messages as warnings."""
+    for message in messages:
+        warnings.warn(f"post-optimisation: {message}", stacklevel=3)

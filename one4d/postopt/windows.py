@@ -1,0 +1,141 @@
+"""Long videos: recover cameras per window and merge the windows by Sim(3) on their shared frames.
+
+Windows may live in different world frames and scales (One4D generates a long video as windows,
+each in its own first frame's camera and normalisation). For every pair of consecutive windows,
+the shared frames' pointmaps are the same pixels seen in both worlds, so a Umeyama similarity
+fitted on those points (trimmed of the worst 20 % and refitted, for flying pixels) maps the later
+window into the earlier one. The merged trajectory lives in the first window's world and scale;
+an overlap frame takes its camera from the window whose centre it is nearer to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from one4d.geometry import camera_centers, invert_pose, make_pose, umeyama_alignment
+from one4d.postopt.inputs import as_tensor, sample_pixels
+from one4d.postopt.recover import CameraRecovery, recover_cameras
+
+# Fraction of shared points kept for the second Umeyama fit.
+TRIM_KEEP = 0.8
+ALIGNMENT_POINTS = 4096
+
+
+def split_windows(frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, end) of windows of ``window`` frames overlapping by ``overlap``, covering ``frames``; the last is full length."""
+    if not 1 <= overlap < window:
+        raise ValueError(f"overlap must be in [1, window) = [1, {window}), got {overlap}")
+    starts = list(range(0, max(frames - window, 0) + 1, window - overlap))
+    if starts[-1] + window < frames:
+        starts.append(frames - window)
+    return [(start, min(start + window, frames)) for start in starts]
+
+
+def _similarity(source: torch.Tensor, target: torch.Tensor):
+    """Trimmed Umeyama: source, target (N, 3) -> scale, rotation, translation, RMS residual of the kept points."""
+    scale, rotation, translation = umeyama_alignment(source, target)
+    residual = (scale * source @ rotation.T + translation - target).norm(dim=-1)
+    keep = residual <= residual.quantile(TRIM_KEEP)
+    scale, rotation, translation = umeyama_alignment(source[keep], target[keep])
+    rms = (scale * source[keep] @ rotation.T + translation - target[keep]).norm(dim=-1).pow(2).mean().sqrt()
+    return scale, rotation, translation, rms
+
+
+def _apply_similarity(result: CameraRecovery, scale, rotation, translation) -> CameraRecovery:
+    """Express a window's cameras and depth in a world where X_new = scale * rotation @ X + translation."""
+    new_rotation = result.world_to_camera[:, :3, :3] @ rotation.T
+    new_translation = scale * result.world_to_camera[:, :3, 3] - new_rotation @ translation
+    world_to_camera = make_pose(new_rotation, new_translation)
+    return CameraRecovery(
+        intrinsics=result.intrinsics,
+        world_to_camera=world_to_camera,
+        camera_to_world=invert_pose(world_to_camera),
+        camera_centers=camera_centers(world_to_camera),
+        depth=result.depth * scale.to(result.depth.dtype),
+        valid=result.valid,
+        losses=result.losses,
+        num_invalid=result.num_invalid,
+        warnings=result.warnings,
+    )
+
+
+def recover_cameras_windowed(
+    windows: Sequence, overlap: int, valid: Sequence | None = None, confidence: Sequence | None = None, **options
+) -> CameraRecovery:
+    """Recover one trajectory from consecutive windows of pointmaps, each (F_k, H, W, 3) in its own world.
+
+    Window k + 1 starts ``overlap`` frames before window k ends. ``valid`` / ``confidence``: one
+    (F_k, H, W) array per window or None. ``options`` go to :func:`recover_cameras` (without window).
+    The result covers sum(F_k) - overlap * (K - 1) frames in the first window's world and scale;
+    ``losses`` average the windows' pointmap terms, sum the rest, and add ``alignment_rms`` (largest
+    RMS residual of a window merge, in the first window's units).
+    """
+    if len(windows) == 0:
+        raise ValueError("recover_cameras_windowed needs at least one window")
+    device = options.get("device")
+    if "window" in options:
+        raise ValueError("recover_cameras_windowed takes the windows themselves; drop the window option")
+    windows = [as_tensor(w, f"windows[{k}]", device) for k, w in enumerate(windows)]
+    for k, w in enumerate(windows):
+        if w.ndim != 4 or w.shape[0] <= overlap or w.shape[1:] != windows[0].shape[1:]:
+            raise ValueError(
+                f"windows[{k}] has shape {tuple(w.shape)}; every window must be (F_k, H, W, 3) with the same H, W "
+                f"and more than overlap={overlap} frames"
+            )
+    results = [
+        recover_cameras(
+            w,
+            valid=None if valid is None else valid[k],
+            confidence=None if confidence is None else confidence[k],
+            **options,
+        )
+        for k, w in enumerate(windows)
+    ]
+
+    merged = [results[0]]
+    similarities = [(torch.ones((), dtype=torch.float64), torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))]
+    worst_rms = 0.0
+    for k in range(1, len(windows)):
+        both = results[k - 1].valid[-overlap:] & results[k].valid[:overlap]  # (O, H, W) valid in both windows
+        indices = sample_pixels(both.double(), ALIGNMENT_POINTS // overlap + 1, seed=k)  # (O, N)
+
+        def shared_points(points):
+            flat = points.reshape(overlap, -1, 3)
+            return torch.gather(flat, 1, indices[..., None].expand(-1, -1, 3)).reshape(-1, 3).double().cpu()
+
+        previous_scale, previous_rotation, previous_translation = similarities[k - 1]
+        target = previous_scale * shared_points(windows[k - 1][-overlap:]) @ previous_rotation.T + previous_translation
+        scale, rotation, translation, rms = _similarity(shared_points(windows[k][:overlap]), target)
+        similarities.append((scale, rotation, translation))
+        worst_rms = max(worst_rms, float(rms))
+        device_of = results[k].world_to_camera
+        merged.append(_apply_similarity(results[k], scale.to(device_of), rotation.to(device_of), translation.to(device_of)))
+
+    keep = []  # per window, the frame range it contributes
+    for k, result in enumerate(merged):
+        first = 0 if k == 0 else overlap - overlap // 2
+        last = result.depth.shape[0] - (overlap // 2 if k < len(merged) - 1 else 0)
+        keep.append(slice(first, last))
+
+    def cat(attribute):
+        return torch.cat([getattr(r, attribute)[s] for r, s in zip(merged, keep)])
+
+    losses = {}
+    for key in results[0].losses:
+        values = [r.losses[key] for r in results]
+        losses[key] = sum(values) / len(values) if key.startswith("pointmap") else sum(values)
+    losses["alignment_rms"] = worst_rms
+    world_to_camera = cat("world_to_camera")
+    return CameraRecovery(
+        intrinsics=cat("intrinsics"),
+        world_to_camera=world_to_camera,
+        camera_to_world=invert_pose(world_to_camera),
+        camera_centers=camera_centers(world_to_camera),
+        depth=cat("depth"),
+        valid=cat("valid"),
+        losses=losses,
+        num_invalid=sum(r.num_invalid for r in results),
+        warnings=[m for r in results for m in r.warnings],
+    )
