@@ -1,0 +1,32 @@
+# One4D. `make demo` runs the main job on the embedded default; `make test` runs the test suite.
+# Each creates .venv and installs everything on first use (CPU torch 2.13.0 unless TORCH is set).
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test venv inspect bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) scripts/demo.py
+
+test: venv
+	$(PY) -m pytest tests
+
+inspect: venv
+	$(PY) scripts/inspect_model.py
+
+bench: venv
+	$(PY) benchmarks/bench_dlc.py
+
+clean:
+	rm -rf $(VENV) outputs
