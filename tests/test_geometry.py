@@ -94,7 +94,8 @@ def test_normalisation_is_one_similarity_and_inverts_exactly():
     valid[:, :4] = True  # invalid pixels do not move the bounds
     far = pointmaps.clone()
     far[:, 4:] = 1e6
-    assert torch.equal(torch.stack(pointmap_normalization(far, valid)[:1])[0], pointmap_normalization(pointmaps, valid)[0])
+    (centre_far, scale_far), (centre_near, scale_near) = pointmap_normalization(far, valid), pointmap_normalization(pointmaps, valid)
+    assert torch.equal(centre_far, centre_near) and torch.equal(scale_far, scale_near)
 
 
 def test_resize_and_crop_intrinsics_follow_pixel_centres():
