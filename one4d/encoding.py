@@ -94,7 +94,8 @@ def vae_fingerprint(components: str, seed: int = 0) -> str:
     if components == "tiny":
         from one4d.components import build_vae
 
-        digest.update(json.dumps(dict(build_vae("tiny").config), sort_keys=True, default=str).encode())
+        config = {key: value for key, value in build_vae("tiny").config.items() if not key.startswith("_")}  # "_use_default_values" is an unordered set
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(f"tiny-seed-{seed}".encode())
         return digest.hexdigest()[:16]
     folder = Path(components) / "vae"
