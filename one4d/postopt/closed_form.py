@@ -21,6 +21,10 @@ from one4d.postopt.camera import Cameras, point_residuals
 
 # A frame is planar when its point cloud's thickness (smallest / largest principal spread) is below this.
 PLANAR_THICKNESS = 0.03
+# Reweighted solves (weights 1 / point-to-ray distance) that make the closed forms robust to flying pixels.
+IRLS_ROUNDS = 2
+# A frame whose closed-form camera fits this many times worse than the typical frame restarts from a neighbour.
+BAD_FIT_FACTOR = 5.0
 # Below this angle between the wall's normal and the optical axis the focal of a planar frame is unobservable.
 MIN_PLANE_TILT_DEGREES = 8.0
 
@@ -40,7 +44,7 @@ def _nearest_rotation(matrix: torch.Tensor) -> torch.Tensor:
 
 def _smallest_eigenvector(rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Homogeneous least squares: rows (F, M, K), weights (F, M) -> unit vector (F, K) minimising |A p|."""
-    normal = torch.einsum("fmi,fm,fmj->fij", rows, weight, rows)  # (F, K, K)
+    normal = (rows * weight[..., None]).transpose(1, 2) @ rows  # (F, K, K)
     _, vectors = torch.linalg.eigh(normal)
     return vectors[..., 0]
 
@@ -64,8 +68,9 @@ def _refit_focal_translation(rotation, points, centred_pixels, weight):
     rows = torch.cat([rows_u, rows_v], dim=1)  # (F, 2N, 4)
     rhs = torch.cat([u * rotated[..., 2], v * rotated[..., 2]], dim=1)  # (F, 2N)
     w = torch.cat([weight, weight], dim=1)
-    normal = torch.einsum("fmi,fm,fmj->fij", rows, w, rows)
-    right = torch.einsum("fmi,fm,fm->fi", rows, w, rhs)
+    weighted = (rows * w[..., None]).transpose(1, 2)  # (F, 4, 2N)
+    normal = weighted @ rows
+    right = (weighted @ rhs[..., None])[..., 0]
     solution = torch.linalg.solve(normal, right)  # (F, 4)
     focal = solution[:, 0]
     translation = torch.stack([solution[:, 1] / focal, solution[:, 2] / focal, solution[:, 3]], dim=-1)
@@ -150,12 +155,27 @@ def focal_from_first_frame(points: torch.Tensor, centred_pixels: torch.Tensor, w
     return (w * ratio * centred_pixels[0]).sum() / (w * ratio.pow(2)).sum().clamp_min(1e-300)
 
 
-def _median_distance(rotation, translation, focal, points, centred_pixels) -> torch.Tensor:
-    """Median point-to-ray distance (F,) of cameras given as rotation, translation, focal."""
+def _distances(rotation, translation, focal, points, centred_pixels) -> torch.Tensor:
+    """Point-to-ray distances (F, N) of cameras given as rotation, translation, focal (principal point 0)."""
     centre = -torch.einsum("fji,fj->fi", rotation, translation)
     cameras = Cameras(rotation, centre, focal, torch.zeros_like(centre[:, :2]))
     residual, _, _, _ = point_residuals(cameras, points, centred_pixels)
-    return residual.norm(dim=-1).median(dim=1).values
+    return residual.norm(dim=-1)
+
+
+def _robust_weights(distance: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """IRLS weights of an L1-type fit: weight / distance, floored at a tenth of the frame's median."""
+    floor = 0.1 * distance.median(dim=1, keepdim=True).values.clamp_min(1e-300)
+    return weight / distance.clamp_min(floor)
+
+
+def robust_dlt(points, centred_pixels, weight):
+    """:func:`dlt_cameras` reweighted IRLS_ROUNDS times -> rotation, translation, focal."""
+    rotation, translation, focal = dlt_cameras(points, centred_pixels, weight)
+    for _ in range(IRLS_ROUNDS):
+        distance = _distances(rotation, translation, focal, points, centred_pixels)
+        rotation, translation, focal = dlt_cameras(points, centred_pixels, _robust_weights(distance, weight))
+    return rotation, translation, focal
 
 
 def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool, messages: list[str]) -> Cameras:
@@ -174,11 +194,15 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
         raise ValueError(f"frames {bad}: all points coincide or lie on one line; no camera can be recovered from them")
     out_of_plane = torch.einsum("fni,fi->fn", points - centre[:, None], axes[..., 2]).abs().median(dim=1).values
     candidate = out_of_plane < PLANAR_THICKNESS * spread[:, 0]
-    rotation, translation, focal = dlt_cameras(points, centred, weight)
+    rotation, translation, focal = robust_dlt(points, centred, weight)
     if candidate.any():
         index = torch.nonzero(candidate).flatten()
         known = focal[~candidate].median().expand(index.numel()) if not candidate.all() else None
         rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], weight[index], known)
+        for _ in range(IRLS_ROUNDS):
+            distance = _distances(rot_p, trans_p, focal_p, points[index], centred[index])
+            robust = _robust_weights(distance, weight[index])
+            rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], robust, known)
         if known is None and not observable.all():
             if observable.any():
                 fill = focal_p[observable].median()
@@ -191,9 +215,9 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
                 )
             known = torch.where(observable, focal_p, fill)
             rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], weight[index], known)
-        better = _median_distance(rot_p, trans_p, focal_p, points[index], centred[index]) < _median_distance(
+        better = _distances(rot_p, trans_p, focal_p, points[index], centred[index]).median(dim=1).values < _distances(
             rotation[index], translation[index], focal[index], points[index], centred[index]
-        )
+        ).median(dim=1).values
         chosen = index[better]
         rotation[chosen], translation[chosen], focal[chosen] = rot_p[better], trans_p[better], focal_p[better]
         if better.any():
@@ -201,10 +225,18 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
                 f"{int(better.sum())} of {frames} frames are planar (a single wall): cameras from a homography; "
                 "the focal relies on the wall's tilt and the other frames"
             )
+    # A frame whose closed form failed (most points behind it, or a fit far worse than the others)
+    # starts from its nearest good neighbour's camera: the trajectory is smooth, the refinement fixes the rest.
     depth = torch.einsum("fj,fnj->fn", rotation[:, 2], points) + translation[:, 2:3]  # (F, N)
     behind = ((depth <= 0).double() * weight).sum(1) / weight.sum(1)
-    for frame in torch.nonzero(behind > 0.5).flatten().tolist():
-        messages.append(f"frame {frame}: most points are behind the recovered camera; its pointmap may be mirrored or broken")
+    fit = _distances(rotation, translation, focal, points, centred).median(dim=1).values / depth.abs().median(dim=1).values
+    bad = (behind > 0.5) | (fit > BAD_FIT_FACTOR * fit.median())
+    if bad.all():
+        raise ValueError("no frame's pointmap is consistent with a pinhole camera (most points behind it or a poor fit)")
+    good = torch.nonzero(~bad).flatten()
+    for frame in torch.nonzero(bad).flatten().tolist():
+        neighbour = good[(good - frame).abs().argmin()]
+        rotation[frame], translation[frame], focal[frame] = rotation[neighbour], translation[neighbour], focal[neighbour]
     if shared_focal:
         focal = focal.median().expand(frames).clone()
     return Cameras(rotation, -torch.einsum("fji,fj->fi", rotation, translation), focal, principal_point.clone())

@@ -24,11 +24,11 @@ def as_tensor(array, name: str, device=None) -> torch.Tensor:
 
 
 def check_pointmaps(pointmaps, valid=None, confidence=None, device=None):
-    """Validate inputs and build the per-pixel weight.
+    """Validate inputs; NaN/inf points are masked out and counted.
 
-    Returns ``(pointmaps (F, H, W, 3) float, weight (F, H, W) float, valid (F, H, W) bool, num_invalid)``,
-    where NaN/inf points are masked out (weight 0) and counted. Raises ValueError for a wrong shape,
-    fewer than 2 frames, or a frame without enough valid points (naming the frame).
+    Returns ``(pointmaps (F, H, W, 3) float, mask (F, H, W) bool, confidence (F, H, W) or None,
+    num_invalid)``. Raises ValueError for a wrong shape, fewer than 2 frames, or a frame without
+    enough valid points (naming the frame).
     """
     points = as_tensor(pointmaps, "pointmaps", device)
     if points.ndim != 4 or points.shape[-1] != 3:
@@ -43,22 +43,24 @@ def check_pointmaps(pointmaps, valid=None, confidence=None, device=None):
     if points.dtype in (torch.float16, torch.bfloat16):
         points = points.float()
 
-    finite = torch.isfinite(points).all(dim=-1)  # (F, H, W)
-    num_invalid = int(finite.numel() - finite.sum())
-    mask = finite
+    low, high = torch.aminmax(points)  # one pass; NaN and inf show up here
+    if torch.isfinite(low) and torch.isfinite(high):
+        mask, num_invalid = torch.ones(points.shape[:3], dtype=torch.bool, device=points.device), 0
+    else:
+        mask = torch.isfinite(points).all(dim=-1)  # (F, H, W)
+        num_invalid = int(mask.numel() - mask.sum())
+        points = torch.where(mask[..., None], points, torch.zeros((), dtype=points.dtype, device=points.device))
     if valid is not None:
         valid = as_tensor(valid, "valid", points.device)
-        if valid.shape != finite.shape:
-            raise ValueError(f"valid must have shape {tuple(finite.shape)} (F, H, W), got {tuple(valid.shape)}")
+        if valid.shape != mask.shape:
+            raise ValueError(f"valid must have shape {tuple(mask.shape)} (F, H, W), got {tuple(valid.shape)}")
         mask = mask & valid.bool()
-    weight = mask.to(points.dtype)
     if confidence is not None:
         confidence = as_tensor(confidence, "confidence", points.device).to(points.dtype)
-        if confidence.shape != finite.shape:
-            raise ValueError(f"confidence must have shape {tuple(finite.shape)} (F, H, W), got {tuple(confidence.shape)}")
+        if confidence.shape != mask.shape:
+            raise ValueError(f"confidence must have shape {tuple(mask.shape)} (F, H, W), got {tuple(confidence.shape)}")
         if not torch.isfinite(confidence).all() or (confidence < 0).any():
             raise ValueError("confidence must be finite and non-negative")
-        weight = weight * confidence
         mask = mask & (confidence > 0)
 
     counts = mask.reshape(frames, -1).sum(dim=1)
@@ -69,35 +71,37 @@ def check_pointmaps(pointmaps, valid=None, confidence=None, device=None):
         )
     if num_invalid:
         warnings.warn(f"post-optimisation: {num_invalid} NaN/inf points masked out", stacklevel=3)
-    points = torch.where(finite[..., None], points, torch.zeros((), dtype=points.dtype, device=points.device))
-    return points, weight, mask, num_invalid
+    return points, mask, confidence, num_invalid
 
 
-def sample_pixels(weight: torch.Tensor, num_samples: int, seed: int = 0) -> torch.Tensor:
-    """Pick up to ``num_samples`` pixels with positive weight per frame -> flat pixel indices (F, N).
+def sample_pixels(mask: torch.Tensor, num_samples: int, seed: int = 0) -> torch.Tensor:
+    """Pick up to ``num_samples`` pixels where ``mask`` (F, H, W) is true, per frame -> flat pixel indices (F, N).
 
     Frames with every pixel valid share one random draw; a frame with invalid pixels draws from
     its valid pixels only (repeating them when it has fewer than N).
     """
-    frames = weight.shape[0]
-    flat = weight.reshape(frames, -1)  # (F, HW)
+    frames = mask.shape[0]
+    flat = mask.reshape(frames, -1)  # (F, HW)
     count = min(num_samples, flat.shape[1])
     generator = torch.Generator().manual_seed(seed)
     shared = torch.randperm(flat.shape[1], generator=generator)[:count].to(flat.device)
     indices = shared.expand(frames, count).clone()
-    for frame in torch.nonzero((flat <= 0).any(dim=1)).flatten().tolist():
-        candidates = torch.nonzero(flat[frame] > 0).flatten()
+    for frame in torch.nonzero((~flat).any(dim=1)).flatten().tolist():
+        candidates = torch.nonzero(flat[frame]).flatten()
         order = torch.randperm(candidates.numel(), generator=generator).to(flat.device)
         picks = candidates[order[torch.arange(count, device=flat.device) % candidates.numel()]]
         indices[frame] = picks
     return indices
 
 
-def gather_samples(points: torch.Tensor, weight: torch.Tensor, indices: torch.Tensor):
-    """Points (F, N, 3), pixel coordinates (u, v) (F, N, 2) and weights (F, N) of the sampled pixels, in float64."""
+def gather_samples(points: torch.Tensor, confidence: torch.Tensor | None, indices: torch.Tensor):
+    """Points (F, N, 3), pixel coordinates (u, v) (F, N, 2) and weights (F, N) of the sampled (valid) pixels, in float64."""
     frames, height, width, _ = points.shape
     flat_points = points.reshape(frames, -1, 3)
     sampled = torch.gather(flat_points, 1, indices[..., None].expand(-1, -1, 3)).double()  # (F, N, 3)
-    sampled_weight = torch.gather(weight.reshape(frames, -1), 1, indices).double()  # (F, N)
+    if confidence is None:
+        sampled_weight = torch.ones(indices.shape, dtype=torch.float64, device=points.device)
+    else:
+        sampled_weight = torch.gather(confidence.reshape(frames, -1), 1, indices).double()  # (F, N)
     pixels = torch.stack([indices % width, indices // width], dim=-1).double()  # (F, N, 2)
     return sampled, pixels, sampled_weight

@@ -70,7 +70,7 @@ def recover_cameras(
     shared_focal: bool = True,
     optimize_pp: bool = False,
     a1: float = 1.0,
-    a2: float = 0.01,
+    a2: float = 0.003,
     iterations: int = 15,
     subsample: int = 2048,
     device=None,
@@ -98,24 +98,24 @@ def recover_cameras(
     if window is not None and frames > window:
         from one4d.postopt.windows import recover_cameras_windowed, split_windows
 
-        points, weight, mask, num_invalid = check_pointmaps(pointmaps, valid, confidence, device)
+        points, mask, confidence, num_invalid = check_pointmaps(pointmaps, valid, confidence, device)
         windows = split_windows(frames, window, overlap)
         result = recover_cameras_windowed(
-            [points[s:e] for s, e in windows], overlap=overlap,
-            valid=[mask[s:e] for s, e in windows], confidence=[weight[s:e] for s, e in windows], **options,
+            [points[s:e] for s, e in windows], overlap=overlap, valid=[mask[s:e] for s, e in windows],
+            confidence=None if confidence is None else [confidence[s:e] for s, e in windows], **options,
         )
         result.num_invalid = num_invalid
         return result
-    points, weight, mask, num_invalid = check_pointmaps(pointmaps, valid, confidence, device)
-    return _recover_checked(points, weight, mask, num_invalid, **options)
+    points, mask, confidence, num_invalid = check_pointmaps(pointmaps, valid, confidence, device)
+    return _recover_checked(points, mask, confidence, num_invalid, **options)
 
 
-def _recover_checked(points, weight, mask, num_invalid, shared_focal, optimize_pp, a1, a2, iterations, subsample, device, seed):
-    """recover_cameras on checked inputs: points (F, H, W, 3), weight and mask (F, H, W)."""
+def _recover_checked(points, mask, confidence, num_invalid, shared_focal, optimize_pp, a1, a2, iterations, subsample, device, seed):
+    """recover_cameras on checked inputs: points (F, H, W, 3), mask and confidence (or None) (F, H, W)."""
     frames, height, width, _ = points.shape
     messages = [f"{num_invalid} NaN/inf points masked out"] if num_invalid else []
-    indices = sample_pixels(weight, subsample, seed)
-    sampled, pixels, sampled_weight = gather_samples(points, weight, indices)  # (F, N, 3), (F, N, 2), (F, N)
+    indices = sample_pixels(mask, subsample, seed)
+    sampled, pixels, sampled_weight = gather_samples(points, confidence, indices)  # (F, N, 3), (F, N, 2), (F, N)
     centre_pixel = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=torch.float64, device=points.device)
     cameras = initial_cameras(sampled, pixels, sampled_weight, centre_pixel.expand(frames, 2), shared_focal, messages)
 

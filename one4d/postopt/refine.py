@@ -39,6 +39,14 @@ def smoothness_terms(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     return (relative - eye).flatten(-2).norm(dim=-1), (cameras.centre[1:] - cameras.centre[:-1]).norm(dim=-1)
 
 
+def robust_total(cameras: Cameras, points, pixels, weight, a1: float, a2: float) -> torch.Tensor:
+    """The objective minimised (see the module docstring); points (F, 3, N), pixels (F, 2, N),
+    ``weight`` (F, N) sums to 1 per frame."""
+    distance = _ray_geometry(cameras, points, pixels)["distance"]
+    rotation_term, translation_term = smoothness_terms(cameras)
+    return a1 * (weight * distance).sum() + a2 * (rotation_term.sum() + translation_term.sum())
+
+
 def objective(cameras: Cameras, points, pixels, weight, a1: float, a2: float) -> dict[str, torch.Tensor]:
     """The robust objective and the paper's terms; ``weight`` (F, N) is normalised to sum 1 per frame."""
     residual, _, _, _ = point_residuals(cameras, points, pixels)
@@ -86,49 +94,91 @@ def _scatter_blocks(hessian: torch.Tensor, gradient: torch.Tensor, index, blocks
     gradient.index_put_((index[keep],), vectors[keep], accumulate=True)
 
 
-def _weighted_gram(columns: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor):
-    """sum_n w_n J_n^T J_n and sum_n w_n J_n^T r_n for J (F, N, D, K), w (F, N), r (F, N, D)."""
-    frames, count, dims, size = columns.shape
-    flat = columns.reshape(frames, count * dims, size)  # (F, ND, K)
-    weighted = flat * weight.repeat_interleave(dims, dim=1)[..., None]
-    return weighted.transpose(1, 2) @ flat, (weighted.transpose(1, 2) @ residual.reshape(frames, -1, 1))[..., 0]
+def _ray_geometry(cameras: Cameras, points: torch.Tensor, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-point quantities, one (F, N) tensor per component (contiguous planes are much faster than
+    reductions over a last axis of 3). points (F, 3, N), pixels (F, 2, N).
+
+    Y: camera points; s = K^-1 (u, v, 1) minus its 1; L = |ray|; u: unit ray; along = u . Y; r = Y - u along.
+    """
+    y = cameras.rotation @ (points - cameras.centre[..., None])  # (F, 3, N)
+    s = (pixels - cameras.principal_point[..., None]) / cameras.focal[:, None, None]  # (F, 2, N)
+    length = (1 + s[:, 0] ** 2 + s[:, 1] ** 2).sqrt()
+    unit = (s[:, 0] / length, s[:, 1] / length, 1 / length)
+    yc = (y[:, 0], y[:, 1], y[:, 2])
+    along = unit[0] * yc[0] + unit[1] * yc[1] + unit[2] * yc[2]
+    residual = tuple(yc[k] - unit[k] * along for k in range(3))
+    distance = (residual[0] ** 2 + residual[1] ** 2 + residual[2] ** 2).sqrt()
+    return {"y": yc, "s": (s[:, 0], s[:, 1]), "length": length, "unit": unit, "along": along, "residual": residual, "distance": distance}
+
+
+def _cross(a, b):
+    """Cross product of vectors given as 3 component tensors."""
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _dot(a, b):
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _local_systems(cameras: Cameras, geometry: dict, w: torch.Tensor):
+    """Per-frame Gauss-Newton blocks (F, 9, 9) and gradients (F, 9) of sum_n w_n |r_n|^2 / 2.
+
+    Unknowns per frame: rotation and centre increments in the camera frame (R <- exp([dw]) R,
+    o <- o + R^T dd) and log f, cx, cy. With r = P Y (P the projector orthogonal to the unit ray
+    u), the pose Jacobian is P M with M = [-[Y]x, -I], so sum w M^T P M = sum w M^T M - sum w
+    (M^T u)(M^T u)^T needs only weighted moments of Y: no per-point 3x6 matrices.
+    """
+    y, unit, along, residual, length = geometry["y"], geometry["unit"], geometry["along"], geometry["residual"], geometry["length"]
+    y_stack = torch.stack(y, dim=1)  # (F, 3, N)
+    wy = y_stack * w[:, None]
+    s0, s1, s2 = w.sum(1), wy.sum(2), wy @ y_stack.transpose(1, 2)  # (F,), (F, 3), (F, 3, 3)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device)
+    skew_s1 = _skew(s1)
+    moments = torch.cat(
+        [
+            torch.cat([s2.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None] * eye - s2, -skew_s1], dim=-1),
+            torch.cat([skew_s1, s0[:, None, None] * eye], dim=-1),
+        ],
+        dim=-2,
+    )  # (F, 6, 6) sum w M^T M
+    v = torch.stack([*_cross(y, unit), -unit[0], -unit[1], -unit[2]], dim=1)  # (F, 6, N) M^T u
+    pose_block = moments - (v * w[:, None]) @ v.transpose(1, 2)
+
+    # Intrinsics: the ray (s_u, s_v, 1) moves by (-s_u, -s_v, 0) with log f, (-1/f, 0, 0) with cx, (0, -1/f, 0)
+    # with cy; the unit ray by P d(ray) / L; r = Y - u (u . Y) by q = -(du (u . Y) + u (du . Y)).
+    zero = torch.zeros_like(along)
+    inv_f = (1 / cameras.focal)[:, None].expand_as(along)
+    su, sv = geometry["s"]
+    rows, mixed_rows, gradient_rows = [], [], []
+    for move in ((-su, -sv, zero), (-inv_f, zero, zero), (zero, -inv_f, zero)):
+        towards = _dot(move, unit)
+        du = tuple((move[k] - unit[k] * towards) / length for k in range(3))
+        p = tuple(-du[k] * along for k in range(3))  # the part of q orthogonal to u
+        du_y = _dot(du, y)
+        q = tuple(p[k] - unit[k] * du_y for k in range(3))
+        rows.append(torch.stack(q, dim=1))  # (F, 3, N)
+        mixed_rows.append(torch.stack([*_cross(y, p), -p[0], -p[1], -p[2]], dim=1))  # (F, 6, N) M^T P q
+        gradient_rows.append(_dot(q, residual))
+    q_all = torch.stack(rows, dim=1).flatten(2)  # (F, 3 unknowns, 3N)
+    w3 = w.repeat(1, 3)
+    intrinsic_block = (q_all * w3[:, None]) @ q_all.transpose(1, 2)  # (F, 3, 3)
+    mixed = (torch.stack(mixed_rows, dim=1) @ w[:, None, :, None])[..., 0].transpose(1, 2)  # (F, 6, 3)
+    blocks = torch.cat(
+        [torch.cat([pose_block, mixed], dim=-1), torch.cat([mixed.transpose(1, 2), intrinsic_block], dim=-1)], dim=-2
+    )  # (F, 9, 9)
+    # M^T r = (Y x r, -r) because r is orthogonal to u.
+    gradient_terms = torch.stack([*_cross(y, residual), -residual[0], -residual[1], -residual[2], *gradient_rows], dim=1)
+    gradient = (gradient_terms @ w[..., None])[..., 0]  # (F, 9)
+    return blocks, gradient
 
 
 def _normal_equations(cameras, points, pixels, weight, a1, a2, index, size, scale):
-    """IRLS Gauss-Newton system (size, size) and gradient (size,) at the current cameras.
-
-    Increments are in each camera's frame: R <- exp([w]) R and o <- o + R^T d, so the per-point
-    Jacobian needs no matrix products: dY/dw = -[Y]x and dY/dd = -I.
-    """
-    residual, camera_points, unit, length = point_residuals(cameras, points, pixels)
-    distance = residual.norm(dim=-1)  # (F, N)
+    """IRLS Gauss-Newton system (size, size) and gradient (size,) at the current cameras."""
+    geometry = _ray_geometry(cameras, points, pixels)
+    distance = geometry["distance"]  # (F, N)
     floor = 1e-2 * distance.median(dim=1, keepdim=True).values.clamp_min(1e-12 * scale)
     w = a1 * weight / distance.clamp_min(floor)  # IRLS weights of the L1-type norm
-    x, y, z = camera_points.unbind(-1)
-    zero, one = torch.zeros_like(x), torch.ones_like(x)
-    # r = Y - u (u . Y): a change dY moves r by dY - u (u . dY); a change du by -(du (u . Y) + u (du . Y)).
-    moves = torch.stack(
-        [torch.stack(c, dim=-1) for c in (
-            (zero, -z, y), (z, zero, -x), (-y, x, zero),  # dY / dw_k = e_k x Y
-            (-one, zero, zero), (zero, -one, zero), (zero, zero, -one),  # dY / dd_k = -e_k
-        )],
-        dim=-1,
-    )  # (F, N, 3, 6)
-    pose_columns = moves - unit[..., None] * (unit[..., None] * moves).sum(-2, keepdim=True)
-    # The ray K^-1 (u, v, 1) = ((u - cx) / f, (v - cy) / f, 1) changes with log f by (-x_r, -y_r, 0), with cx by (-1/f, 0, 0).
-    ray_moves = torch.stack(
-        [torch.stack(c, dim=-1) for c in (
-            (-unit[..., 0] * length[..., 0], -unit[..., 1] * length[..., 0], zero),
-            (-one / cameras.focal[:, None], zero, zero),
-            (zero, -one / cameras.focal[:, None], zero),
-        )],
-        dim=-1,
-    )  # (F, N, 3, 3) d ray
-    unit_moves = (ray_moves - unit[..., None] * (unit[..., None] * ray_moves).sum(-2, keepdim=True)) / length[..., None]
-    along = (unit * camera_points).sum(-1)[..., None, None]  # (F, N, 1, 1)
-    intrinsic_columns = -(unit_moves * along + unit[..., None] * (unit_moves * camera_points[..., None]).sum(-2, keepdim=True))
-    jacobian = torch.cat([pose_columns, intrinsic_columns], dim=-1)  # (F, N, 3, 9)
-    blocks, vectors = _weighted_gram(jacobian, w, residual)
+    blocks, vectors = _local_systems(cameras, geometry, w)
     hessian = torch.zeros(size, size, dtype=points.dtype, device=points.device)
     gradient = torch.zeros(size, dtype=points.dtype, device=points.device)
     _scatter_blocks(hessian, gradient, index, blocks, vectors)
@@ -180,7 +230,7 @@ def refine_cameras(
     pixels: torch.Tensor,
     weight: torch.Tensor,
     a1: float = 1.0,
-    a2: float = 0.01,
+    a2: float = 0.003,
     iterations: int = 15,
     shared_focal: bool = True,
     optimize_pp: bool = False,
@@ -188,9 +238,10 @@ def refine_cameras(
     """Levenberg-Marquardt on the IRLS objective; stops early when a step no longer helps."""
     weight = weight / weight.sum(dim=1, keepdim=True)
     frames = points.shape[0]
-    index, size = _parameter_index(frames, shared_focal, optimize_pp, points.device)
     scale = float((points - cameras.centre[:, None]).norm(dim=-1).median())
-    current = objective(cameras, points, pixels, weight, a1, a2)["total"]
+    points, pixels = points.transpose(1, 2).contiguous(), pixels.transpose(1, 2).contiguous()  # (F, 3, N), (F, 2, N)
+    index, size = _parameter_index(frames, shared_focal, optimize_pp, points.device)
+    current = robust_total(cameras, points, pixels, weight, a1, a2)
     damping = 1e-6
     for _ in range(iterations):
         hessian, gradient = _normal_equations(cameras, points, pixels, weight, a1, a2, index, size, scale)
@@ -200,7 +251,7 @@ def refine_cameras(
             system = hessian + torch.diag(damping * diagonal)
             delta = -torch.linalg.solve(system, gradient)
             candidate = _apply_step(cameras, delta, index)
-            value = objective(candidate, points, pixels, weight, a1, a2)["total"]
+            value = robust_total(candidate, points, pixels, weight, a1, a2)
             if value <= current:
                 improved = True
                 break

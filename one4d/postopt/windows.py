@@ -99,7 +99,7 @@ def recover_cameras_windowed(
     worst_rms = 0.0
     for k in range(1, len(windows)):
         both = results[k - 1].valid[-overlap:] & results[k].valid[:overlap]  # (O, H, W) valid in both windows
-        indices = sample_pixels(both.double(), ALIGNMENT_POINTS // overlap + 1, seed=k)  # (O, N)
+        indices = sample_pixels(both, ALIGNMENT_POINTS // overlap + 1, seed=k)  # (O, N)
 
         def shared_points(points):
             flat = points.reshape(overlap, -1, 3)
