@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from one4d.conditioning import observed_frames
 from one4d.eval.datasets import EvalSequence, SequenceSource
 from one4d.eval.metrics import average_depth, average_pose, depth_metrics, pose_metrics
 
@@ -30,15 +31,9 @@ Predictor = Callable[[EvalSequence, np.ndarray], Prediction]
 
 
 def sparse_frame_indices(num_frames: int, ratio: float) -> np.ndarray:
-    """Observed frames of the sparse task: first, last, and uniformly spread between.
-
-    ``max(2, round(ratio * F))`` frames, rounding halves up (Python's ``round`` would make
-    0.05 x 50 frames 2 frames rather than 3).
-    """
-    if not 0 < ratio <= 1:
-        raise ValueError(f"sparsity ratio must be in (0, 1], got {ratio}")
-    count = min(num_frames, max(2, int(np.floor(ratio * num_frames + 0.5))))  # round half up
-    return np.unique(np.floor(np.linspace(0, num_frames - 1, count) + 0.5).astype(np.int64))
+    """Observed frames of the sparse task at sparsity ``ratio``: the one UMC rule of
+    :func:`one4d.conditioning.observed_frames` (first, last, max(2, round(r F)) spread uniformly)."""
+    return np.asarray(observed_frames("sparse", num_frames, sparsity=ratio), dtype=np.int64)
 
 
 def evaluate_sequence(
