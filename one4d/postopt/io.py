@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from one4d.geometry import write_tum_trajectory
-from one4d.postopt.recover import CameraRecovery
+from one4d.postopt.recover import CameraRecovery, recover_cameras
 
 POINTMAPS_NAME = "pointmaps.npz"
 
@@ -80,3 +80,14 @@ def load_cameras(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Intrinsics (F, 3, 3) and world-to-camera (F, 4, 4), float64, from a folder's ``cameras.json``."""
     data = json.loads((Path(folder) / "cameras.json").read_text())
     return torch.tensor(data["intrinsics"], dtype=torch.float64), torch.tensor(data["world_to_camera"], dtype=torch.float64)
+
+
+def recover_folder(input_path: str | Path, output_dir: str | Path | None = None, depth_dtype: str = "float16", **options):
+    """Recover cameras for a sampler output folder or a pointmaps ``.npz`` and save them next to it
+    (or into ``output_dir``). ``options`` go to :func:`recover_cameras`. Returns (result, paths)."""
+    pointmaps, confidence = load_pointmaps(input_path)
+    result = recover_cameras(pointmaps, confidence=confidence, **options)
+    input_path = Path(input_path)
+    folder = Path(output_dir) if output_dir is not None else (input_path if input_path.is_dir() else input_path.parent)
+    paths = save_cameras(result, folder, depth_dtype=np.dtype(depth_dtype))
+    return result, paths
