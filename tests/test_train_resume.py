@@ -1,0 +1,86 @@
+"""Exact resume: a run killed (SIGKILL) after a checkpoint and resumed equals the uninterrupted run bit for bit."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from one4d.training import Trainer
+from one4d.training.checkpointing import latest_valid, list_checkpoints
+from one4d.training.testing import compose_train_config, write_synthetic_clips
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 6
+
+
+def overrides(clips, run_dir):
+    return [
+        "experiment=tiny_cpu", f"data.roots=[{clips}]", f"run_dir={run_dir}", "train.report_to=null", "train.progress_bar=false",
+        f"train.steps={STEPS}", "train.checkpoint_every=2", "train.keep_last=2", "train.log_every=0",
+        "+model.base_overrides.num_layers=2", "train.grad_accum=2",
+    ]
+
+
+def train_command(clips, run_dir, *extra):
+    return [sys.executable, str(ROOT / "scripts" / "train.py"), *overrides(clips, run_dir), *extra]
+
+
+def final_weights(run_dir):
+    return load_file(list_checkpoints(Path(run_dir) / "checkpoints")[-1] / "trainable" / "trainable_state.safetensors")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return write_synthetic_clips(tmp_path_factory.mktemp("clips"), count=3, num_frames=5, size=32)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted_run(clips, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    reference = subprocess.run(train_command(clips, tmp_path / "reference"), env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(train_command(clips, killed_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed_dir / "checkpoints" / "step-0000002").is_dir():  # kill mid-run, right after the first checkpoint
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert int(list_checkpoints(killed_dir / "checkpoints")[-1].name.split("-")[1]) < STEPS
+
+    resumed = subprocess.run(train_command(clips, killed_dir, "train.resume=latest"), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, found = final_weights(tmp_path / "reference"), final_weights(killed_dir)
+    assert expected.keys() == found.keys()
+    assert all(torch.equal(expected[name], found[name]) for name in expected)
+    assert len(list_checkpoints(killed_dir / "checkpoints")) == 2  # keep_last
+
+
+def test_corrupt_latest_checkpoint_falls_back_with_a_warning(clips, tmp_path, caplog):
+    torch.set_num_threads(1)
+    run_dir = tmp_path / "run"
+    Trainer(compose_train_config(overrides(clips, run_dir) + ["train.steps=4"])).setup().train()
+    older, latest = list_checkpoints(run_dir / "checkpoints")
+    weights = latest / "trainable" / "trainable_state.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16])  # a torn write
+    assert latest_valid(run_dir / "checkpoints") == older
+    assert "damaged" in caplog.text
+    resumed = Trainer(compose_train_config(overrides(clips, run_dir) + ["train.steps=4", "train.resume=latest"])).setup()
+    assert resumed.step == 2
+
+    with pytest.raises(ValueError, match="not a usable checkpoint"):
+        Trainer(compose_train_config(overrides(clips, tmp_path / "other") + [f"train.resume={latest}"])).setup()
+
+
+def test_unfinished_checkpoint_is_never_picked(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / ".tmp-step-0000008").mkdir(parents=True)
+    (root / "step-0000010").mkdir()  # renamed folder without manifest: not trusted either
+    assert latest_valid(root) is None
