@@ -1,0 +1,149 @@
+"""Building a One4DPipeline from LOCAL weights (SPEC section 2), or the tiny preset with random weights.
+
+* components: "tiny" (random stand-ins in the real classes, fixed seed) or a diffusers-format Wan I2V
+  directory (vae/, text_encoder/, tokenizer/, image_encoder/, image_processor/).
+* transformer: None (the directory's transformer/, or the tiny random base), a diffusers transformer
+  folder, or VideoX-Fun's original Wan layout (safetensors shards with or without index, one file, or
+  a .pth read with ``torch.load(weights_only=True)``), converted by diffusers' single-file code with
+  the preset's LOCAL config (``one4d.weights.load_base_transformer``).
+* state: a One4D trainable state (folder with trainable_state.safetensors + architecture.json) or a
+  trainer checkpoint holding one in ``trainable/``. Its architecture.json decides the wrapper
+  (architecture, LoRA rank, link layers); it is checked against the preset BEFORE any weight is read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from one4d.models import ARCHITECTURES, load_trainable_state, preset_config
+from one4d.models.state import ARCHITECTURE_FILE, STATE_FILE
+
+from .pipeline import One4DPipeline
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = ("unipc", "euler")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_COMPONENT_NAMES = ("vae", "tokenizer", "text_encoder", "image_encoder", "image_processor")
+
+
+def build_scheduler(name: str = "unipc", flow_shift: float = 3.0):
+    """diffusers' flow-matching scheduler: UniPC (what Wan's diffusers repos ship) or Euler, with the flow shift."""
+    if flow_shift <= 0:
+        raise ValueError(f"flow shift must be positive, got {flow_shift}")
+    if name == "unipc":
+        from one4d.components import build_scheduler as build_unipc
+
+        return build_unipc(flow_shift)
+    if name == "euler":
+        return FlowMatchEulerDiscreteScheduler(shift=flow_shift)
+    raise ValueError(f"unknown scheduler {name!r}; expected one of {SCHEDULERS}")
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def resolve_state_folder(state: str | Path) -> Path:
+    """A trainable-state folder, or a trainer checkpoint's ``trainable/``; ValueError if neither."""
+    folder = Path(state)
+    if not folder.exists():
+        raise ValueError(f"checkpoint {folder} does not exist")
+    if (folder / "trainable" / STATE_FILE).is_file():
+        folder = folder / "trainable"
+    for name in (STATE_FILE, ARCHITECTURE_FILE):
+        if not (folder / name).is_file():
+            raise ValueError(f"checkpoint {folder} is not a One4D trainable state: {name} is missing")
+    return folder
+
+
+def read_state_architecture(state: str | Path, preset: str) -> dict:
+    """The saved architecture.json, after checking that its base shapes are the preset's (no weights read)."""
+    folder = resolve_state_folder(state)
+    try:
+        saved = json.loads((folder / ARCHITECTURE_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"checkpoint {folder}: {ARCHITECTURE_FILE} is not valid JSON ({error})") from None
+    if saved.get("architecture") not in ARCHITECTURES:
+        raise ValueError(f"checkpoint {folder}: unknown architecture {saved.get('architecture')!r}")
+    config = preset_config(preset)
+    for key, value in (saved.get("base") or {}).items():
+        expected = list(config[key]) if isinstance(config.get(key), tuple) else config.get(key)
+        if value != expected:
+            raise ValueError(
+                f"checkpoint {folder} is for another base model ({key}={value!r}, preset {preset!r} has {expected!r}); "
+                f"pick the matching model preset"
+            )
+    return saved
+
+
+def architecture_kwargs(saved: dict) -> dict:
+    """Constructor arguments of the saved wrapper (DLC has link layers, the baselines do not)."""
+    kwargs = {"lora_rank": int(saved["lora_rank"]), "lora_alpha": saved.get("lora_alpha")}
+    if saved["architecture"] == "dlc":
+        kwargs["link_layers"] = [int(i) for i in saved["link_layers"]]
+    return kwargs
+
+
+def load_pipeline(
+    preset: str = "tiny",
+    components: str = "tiny",
+    transformer: str | None = None,
+    state: str | None = None,
+    architecture: str = "dlc",
+    lora_rank: int = 8,
+    dtype: str | torch.dtype = "float32",
+    seed: int = 0,
+    scheduler: str = "unipc",
+    flow_shift: float = 3.0,
+) -> One4DPipeline:
+    """A pipeline on the CPU (move it with ``.to`` or ``enable_model_cpu_offload``).
+
+    Without ``state`` the wrapper is freshly initialised, which equals the base model per branch
+    (zero LoRA B, zero links): useful for smoke tests and benchmarks, not for real pointmaps.
+    ``seed`` fixes the tiny random weights.
+    """
+    dtype = torch_dtype(dtype)
+    saved = read_state_architecture(state, preset) if state else None
+    noise_scheduler = build_scheduler(scheduler, flow_shift)
+
+    if components == "tiny":
+        from one4d.components import build_tiny_components
+
+        if preset != "tiny":
+            raise ValueError(f"components=tiny only fits preset tiny, not {preset!r}; give a local diffusers Wan I2V directory")
+        parts = build_tiny_components(seed)
+        base = parts.pop("transformer")
+        if transformer is not None:
+            from one4d.weights import load_base_transformer
+
+            base = load_base_transformer(transformer, preset=preset, dtype=dtype)
+        elif dtype != torch.float32:
+            from one4d.models import cast_keeping_fp32_modules
+
+            cast_keeping_fp32_modules(base, dtype)
+    else:
+        from one4d.weights import load_base_transformer, load_diffusers_components
+
+        parts = load_diffusers_components(components, dtype=dtype, components=_COMPONENT_NAMES)
+        parts["vae"].to(torch.float32)  # the reference Wan pipelines run the VAE in fp32
+        base = load_base_transformer(transformer or components, preset=preset, dtype=dtype)
+
+    if saved is not None:
+        model = ARCHITECTURES[saved["architecture"]](base, **architecture_kwargs(saved))
+        load_trainable_state(model, resolve_state_folder(state))
+    else:
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
+        logger.warning("no One4D checkpoint given: the %s wrapper is freshly initialised (pointmaps are meaningless)", architecture)
+        model = ARCHITECTURES[architecture](base, lora_rank=lora_rank)
+    return One4DPipeline(model.eval(), scheduler=noise_scheduler, **parts)
