@@ -45,7 +45,7 @@ def write_validation_sample(trainer, prefix: Path) -> list[Path]:
     was_training = model.training
     model.eval()
     batch = torch.utils.data.default_collate([trainer.dataset[0]])
-    generator = step_generator(int(trainer.cfg.train.seed), -1, 0, 0)
+    generator = step_generator(int(trainer.cfg.train.seed), 10**9, 0, 0)  # a fixed draw, apart from training steps
     prepared = trainer.adapter.prepare_batch(batch, trainer.accelerator.device, generator)
     rgb, xyz = euler_sample(model, prepared, int(cfg.num_steps), float(cfg.shift), generator)
     vae = trainer.vae()
