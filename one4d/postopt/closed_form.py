@@ -163,18 +163,19 @@ def _distances(rotation, translation, focal, points, centred_pixels) -> torch.Te
     return residual.norm(dim=-1)
 
 
-def _robust_weights(distance: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """IRLS weights of an L1-type fit: weight / distance, floored at a tenth of the frame's median."""
-    floor = 0.1 * distance.median(dim=1, keepdim=True).values.clamp_min(1e-300)
+def _robust_weights(distance: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """IRLS weights of an L1-type fit: weight / distance, the distance floored at a tenth of the frame's
+    median and at 1e-9 of the frame's size ``scale`` (F,) (exact fits would divide by zero)."""
+    floor = torch.maximum(0.1 * distance.median(dim=1, keepdim=True).values, 1e-9 * scale[:, None])
     return weight / distance.clamp_min(floor)
 
 
-def robust_dlt(points, centred_pixels, weight):
-    """:func:`dlt_cameras` reweighted IRLS_ROUNDS times -> rotation, translation, focal."""
+def robust_dlt(points, centred_pixels, weight, scale):
+    """:func:`dlt_cameras` reweighted IRLS_ROUNDS times -> rotation, translation, focal; ``scale`` (F,) frame sizes."""
     rotation, translation, focal = dlt_cameras(points, centred_pixels, weight)
     for _ in range(IRLS_ROUNDS):
         distance = _distances(rotation, translation, focal, points, centred_pixels)
-        rotation, translation, focal = dlt_cameras(points, centred_pixels, _robust_weights(distance, weight))
+        rotation, translation, focal = dlt_cameras(points, centred_pixels, _robust_weights(distance, weight, scale))
     return rotation, translation, focal
 
 
@@ -182,7 +183,7 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
     """Closed-form cameras for every frame: the DLT, or a homography where the frame is (nearly) planar.
 
     Frames whose points hug a plane (median distance to the best plane under PLANAR_THICKNESS of
-    their spread) get both solutions and keep the one with the smaller median point-to-ray distance,
+    their spread) get both solutions; the homography wins unless the DLT fits clearly more points,
     so a noisy wall uses the homography while a room corner seen mostly as one wall keeps the DLT.
     """
     frames = points.shape[0]
@@ -194,16 +195,14 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
         raise ValueError(f"frames {bad}: all points coincide or lie on one line; no camera can be recovered from them")
     out_of_plane = torch.einsum("fni,fi->fn", points - centre[:, None], axes[..., 2]).abs().median(dim=1).values
     candidate = out_of_plane < PLANAR_THICKNESS * spread[:, 0]
-    rotation, translation, focal = robust_dlt(points, centred, weight)
+    rotation, translation, focal = robust_dlt(points, centred, weight, spread[:, 0])
     if candidate.any():
         index = torch.nonzero(candidate).flatten()
         known = focal[~candidate].median().expand(index.numel()) if not candidate.all() else None
+        weight_p = weight[index]
         rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], weight[index], known)
-        for _ in range(IRLS_ROUNDS):
-            distance = _distances(rot_p, trans_p, focal_p, points[index], centred[index])
-            robust = _robust_weights(distance, weight[index])
-            rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], robust, known)
-        if known is None and not observable.all():
+        if known is None:
+            # No 3-D frame to borrow the focal from: use the tilted walls', else frame 0 at the world origin.
             if observable.any():
                 fill = focal_p[observable].median()
             else:
@@ -214,10 +213,16 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
                     f"focal unobservable (a wall facing the camera); using f={float(fill):.1f} px, frame 0 assumed at the world origin"
                 )
             known = torch.where(observable, focal_p, fill)
-            rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], weight[index], known)
-        better = _distances(rot_p, trans_p, focal_p, points[index], centred[index]).median(dim=1).values < _distances(
-            rotation[index], translation[index], focal[index], points[index], centred[index]
-        ).median(dim=1).values
+        for _ in range(IRLS_ROUNDS + 1):
+            rot_p, trans_p, focal_p, observable = homography_cameras(points[index], centred[index], weight_p, known)
+            distance = _distances(rot_p, trans_p, focal_p, points[index], centred[index])
+            weight_p = _robust_weights(distance, weight[index], spread[index, 0])
+        # On a plane the DLT fits any of a 4-D family of cameras, so it is kept only when it explains clearly
+        # more points (the 75th percentile sees a floor strip that a one-wall homography leaves out).
+        homography_fit = _distances(rot_p, trans_p, focal_p, points[index], centred[index]).quantile(0.75, dim=1)
+        dlt_fit = _distances(rotation[index], translation[index], focal[index], points[index], centred[index]).quantile(0.75, dim=1)
+        tiny = 1e-9 * spread[index, 0]
+        better = homography_fit <= 1.5 * dlt_fit + tiny
         chosen = index[better]
         rotation[chosen], translation[chosen], focal[chosen] = rot_p[better], trans_p[better], focal_p[better]
         if better.any():

@@ -24,12 +24,11 @@ ALIGNMENT_POINTS = 4096
 
 
 def split_windows(frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """(start, end) of windows of ``window`` frames overlapping by ``overlap``, covering ``frames``; the last is full length."""
+    """(start, end) of windows of ``window`` frames, each starting ``overlap`` frames before the previous
+    one ends, covering ``frames``; the last window may be shorter (it still has more than ``overlap`` frames)."""
     if not 1 <= overlap < window:
         raise ValueError(f"overlap must be in [1, window) = [1, {window}), got {overlap}")
-    starts = list(range(0, max(frames - window, 0) + 1, window - overlap))
-    if starts[-1] + window < frames:
-        starts.append(frames - window)
+    starts = range(0, max(frames - overlap, 1), window - overlap)
     return [(start, min(start + window, frames)) for start in starts]
 
 
