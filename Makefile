@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv inspect bench clean
+.PHONY: demo test venv inspect bench bench-train tiny-model ablation clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ test: venv
 inspect: venv
 	$(PY) scripts/inspect_model.py
 
+tiny-model: venv
+	$(PY) scripts/make_tiny_model.py
+
+ablation: venv
+	$(PY) scripts/ablation.py
+
 bench: venv
 	$(PY) benchmarks/bench_dlc.py
+
+bench-train: venv
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) outputs
