@@ -264,8 +264,9 @@ def _sample_layout(rng: np.random.Generator):
         motion = ("rolls", "bounces")[rng.integers(2)] if kind == "sphere" else ("slides", "spins")[rng.integers(2)]
         size = np.array([rng.uniform(0.25, 0.45)]) if kind == "sphere" else rng.uniform(0.2, 0.4, 3)
         lift = size[0] if kind == "sphere" else size[1]
-        start = np.array([lane + rng.uniform(-0.2, 0.2), floor - lift, rng.uniform(0.3, 1.6)])
-        velocity = np.array([rng.uniform(-0.6, 0.6), 0.0, rng.uniform(-0.8, 0.8)])  # lanes rarely cross
+        # Objects stay at z >= 0.5 - 0.45 and the camera at z <= 0, so it never enters one.
+        start = np.array([lane + rng.uniform(-0.2, 0.2), floor - lift, rng.uniform(1.0, 1.8)])
+        velocity = np.array([rng.uniform(-0.6, 0.6), 0.0, rng.uniform(-0.5, 0.5)])  # lanes rarely cross
         spin = float(rng.integers(1, 3)) if motion == "bounces" else rng.uniform(-2.5, 2.5)
         if motion == "spins":
             velocity *= 0.3
@@ -285,7 +286,7 @@ def _camera_at(camera: dict, t: float) -> tuple[np.ndarray, np.ndarray]:
     eye, target, amount = camera["eye"].copy(), camera["target"].copy(), camera["amount"]
     sway = 0.05 * math.sin(math.tau * t)
     if camera["motion"] == "forward":
-        eye[2] += abs(amount) * t
+        eye[2] += 0.8 * abs(amount) * t  # eye z stays <= -half_depth + 1.3 + 0.96 <= 0
         eye[1] += sway
     elif camera["motion"] == "sideways":
         eye[0] += amount * (t - 0.5)
