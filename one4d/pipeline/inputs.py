@@ -19,6 +19,9 @@ Every problem raises a one-line ValueError naming the input and what to do.
 from __future__ import annotations
 
 import math
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,11 +117,27 @@ def _read_image(path: Path) -> np.ndarray:
 def _read_video_file(path: Path) -> InputFrames:
     """All frames of a video through the data package's reader (decord, imageio fallback)."""
     try:
-        _, count = _read_video(path.parent, path, [0])
-        frames, _ = _read_video(path.parent, path, list(range(count)))
+        with _native_stderr_silenced():  # decord and ffmpeg print their own lines for a corrupt file
+            _, count = _read_video(path.parent, path, [0])
+            frames, _ = _read_video(path.parent, path, list(range(count)))
     except ClipError as error:
         raise ValueError(f"input {path}: {error.problem}") from None
     return InputFrames(frames, path, _video_fps(path))
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the block, so a bad input gives exactly one line of error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _video_fps(path: Path) -> float | None:

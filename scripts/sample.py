@@ -1,0 +1,26 @@
+"""Sample a 4D clip (RGB, pointmaps, cameras, depth) from an image, sparse frames or a video.
+
+    python scripts/sample.py task=single input=photo.png prompt="a dog runs on the beach" out=outputs/dog
+    python scripts/sample.py task=sparse input=clip.mp4 sparsity=0.1 out=outputs/sparse
+    python scripts/sample.py task=full input=clip.mp4 out=outputs/full
+
+Options and the memory settings are in configs/sample.yaml; bad input exits with code 2 and one line on stderr.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from one4d.pipeline.cli import sample
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    code = sample(cfg)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
