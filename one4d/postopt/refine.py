@@ -20,6 +20,10 @@ import torch
 
 from one4d.postopt.camera import Cameras, point_residuals
 
+# Stop when a step lowers the objective by less than this fraction (IRLS converges linearly; further
+# steps move cameras by far less than the noise). Exact data keep converging until float precision.
+STOP_GAIN = 1e-5
+
 # so(3) generators: GENERATORS[k] @ v == e_k x v.
 _GENERATORS = torch.tensor(
     [[[0, 0, 0], [0, 0, -1], [0, 1, 0]], [[0, 0, 1], [0, 0, 0], [-1, 0, 0]], [[0, -1, 0], [1, 0, 0], [0, 0, 0]]],
@@ -261,6 +265,6 @@ def refine_cameras(
         relative_gain = float((current - value) / current.clamp_min(1e-300))
         cameras, current = candidate, value
         damping = max(damping / 10, 1e-9)
-        if relative_gain < 1e-10:
+        if relative_gain < STOP_GAIN:
             break
     return cameras
