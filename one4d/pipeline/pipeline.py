@@ -61,7 +61,7 @@ class One4DPipeline:
     """Joint RGB + XYZ sampling with a One4D model (DLC or a baseline) and the frozen Wan components."""
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, image_encoder, image_processor, scheduler):
-        self.transformer = transformer.eval().requires_grad_(False)
+        self.transformer = transformer.eval()  # requires_grad untouched: it marks the trainable state
         self.encoders = Encoders(vae, tokenizer, text_encoder, image_encoder, image_processor)
         for module in (vae, text_encoder, image_encoder):
             module.eval().requires_grad_(False)
