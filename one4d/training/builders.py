@@ -75,6 +75,8 @@ def build_dataset(data_cfg, seed: int, vae_fingerprint: str | None = None):
         [str(root) for root in roots], num_frames=int(data_cfg.num_frames), height=int(data_cfg.height),
         width=int(data_cfg.width), frame_stride=int(data_cfg.frame_stride), seed=seed, crop=data_cfg.crop,
         task_probabilities=tuple(data_cfg.task_probabilities),
+        weights=None if data_cfg.get("weights") is None else [float(w) for w in data_cfg.weights],
+        length=None if data_cfg.get("length") is None else int(data_cfg.length),
     )
 
 

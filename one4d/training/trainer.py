@@ -77,6 +77,7 @@ class Trainer:
         self.checkpoint_root = self.run_dir / "checkpoints"
         self.step = 0  # optimizer steps done
         self.batches_consumed = 0  # batches this process has drawn (the data-order state)
+        self.skipped_clips = 0  # bad clips the dataset skipped and replaced (counted per batch)
 
     # ------------------------------------------------------------------ setup
 
@@ -164,6 +165,8 @@ class Trainer:
                                 num_workers=int(self.cfg.data.num_workers))
             for batch in loader:
                 self.batches_consumed += 1
+                if "skipped" in batch:  # bad clips each worker replaced by another one (logged once there)
+                    self.skipped_clips += int(torch.as_tensor(batch["skipped"]).sum())
                 yield batch
 
     # ------------------------------------------------------------------ steps
@@ -215,7 +218,8 @@ class Trainer:
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", step_s=f"{seconds:.2f}", samples_s=f"{samples_per_step / seconds:.1f}")
             if cfg.log_every and self.step % int(cfg.log_every) == 0:
                 self.log({key: float(accelerator.reduce(value.reshape(1), "mean")) for key, value in losses.items()}
-                         | {"lr": lr, "step_seconds": seconds, "samples_per_second": samples_per_step / seconds})
+                         | {"lr": lr, "step_seconds": seconds, "samples_per_second": samples_per_step / seconds,
+                            "skipped_clips": self.skipped_clips})
             if (cfg.checkpoint_every and self.step % int(cfg.checkpoint_every) == 0) or self.step == int(cfg.steps):
                 self.save_checkpoint()
             if cfg.validate_every and self.step % int(cfg.validate_every) == 0:
