@@ -110,3 +110,19 @@ def test_script_refuses_a_missing_input(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert completed.returncode != 0 and "no such file" in completed.stderr
+
+
+def test_a_scrambled_frame_is_flagged_not_silently_returned(clip):
+    pointmaps = clip["pointmaps"].clone()
+    generator = torch.Generator().manual_seed(0)
+    pointmaps[2] = pointmaps[2][torch.randperm(32, generator=generator)][:, torch.randperm(48, generator=generator)]
+    with pytest.warns(UserWarning, match="frame 2: its pointmap fits no pinhole camera well"):
+        result = recover_cameras(pointmaps)
+    assert any("frame 2" in message for message in result.warnings)
+
+
+def test_a_mirrored_clip_is_refused(clip):
+    pointmaps = clip["pointmaps"].clone()
+    pointmaps[..., 0] *= -1  # a left-handed world: no rotation maps it into an OpenCV camera
+    with pytest.raises(ValueError, match="consistent with a pinhole camera"):
+        recover_cameras(pointmaps)

@@ -179,6 +179,16 @@ def robust_dlt(points, centred_pixels, weight, scale):
     return rotation, translation, focal
 
 
+def poor_fits(rotation, translation, focal, points, centred_pixels, weight) -> torch.Tensor:
+    """Bool (F,): frames with most points behind the camera, or a median point-to-ray distance (relative
+    to depth) BAD_FIT_FACTOR times the typical frame's."""
+    depth = torch.einsum("fj,fnj->fn", rotation[:, 2], points) + translation[:, 2:3]  # (F, N)
+    behind = ((depth <= 0).double() * weight).sum(1) / weight.sum(1)
+    distance = _distances(rotation, translation, focal, points, centred_pixels).median(dim=1).values
+    fit = distance / depth.abs().median(dim=1).values.clamp_min(1e-300)
+    return (behind > 0.5) | (fit > BAD_FIT_FACTOR * fit.median() + 1e-9)
+
+
 def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool, messages: list[str]) -> Cameras:
     """Closed-form cameras for every frame: the DLT, or a homography where the frame is (nearly) planar.
 
@@ -232,10 +242,7 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
             )
     # A frame whose closed form failed (most points behind it, or a fit far worse than the others)
     # starts from its nearest good neighbour's camera: the trajectory is smooth, the refinement fixes the rest.
-    depth = torch.einsum("fj,fnj->fn", rotation[:, 2], points) + translation[:, 2:3]  # (F, N)
-    behind = ((depth <= 0).double() * weight).sum(1) / weight.sum(1)
-    fit = _distances(rotation, translation, focal, points, centred).median(dim=1).values / depth.abs().median(dim=1).values
-    bad = (behind > 0.5) | (fit > BAD_FIT_FACTOR * fit.median())
+    bad = poor_fits(rotation, translation, focal, points, centred, weight)
     if bad.all():
         raise ValueError("no frame's pointmap is consistent with a pinhole camera (most points behind it or a poor fit)")
     good = torch.nonzero(~bad).flatten()

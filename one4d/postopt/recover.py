@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from one4d.geometry import invert_pose, make_pose
-from one4d.postopt.closed_form import Cameras, initial_cameras, warn_all
+from one4d.postopt.closed_form import Cameras, initial_cameras, poor_fits, warn_all
 from one4d.postopt.inputs import check_pointmaps, gather_samples, sample_pixels
 from one4d.postopt.refine import objective, refine_cameras
 
@@ -139,6 +139,10 @@ def _recover_checked(points, mask, confidence, num_invalid, shared_focal, optimi
         raise ValueError("post-optimisation diverged (non-positive focal); check that the pointmaps are a camera's view")
 
     intrinsics, world_to_camera = cameras_to_matrices(cameras)
+    translation = world_to_camera[:, :3, 3]
+    centred = pixels - cameras.principal_point[:, None]
+    for frame in torch.nonzero(poor_fits(cameras.rotation, translation, cameras.focal, sampled, centred, sampled_weight)).flatten().tolist():
+        messages.append(f"frame {frame}: its pointmap fits no pinhole camera well (far worse than the other frames); its camera is unreliable")
     warn_all(messages)  # the NaN count was already warned about at the boundary, where it was found
     return CameraRecovery(
         intrinsics=intrinsics,
