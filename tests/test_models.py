@@ -232,3 +232,26 @@ def test_rgb_lora_exports_to_a_plain_diffusers_wan_model(tmp_path):
     rgb, _ = model(**inputs)
     assert not torch.allclose(rgb, model.base.proj_out.weight.new_zeros(()).expand_as(rgb))
     torch.testing.assert_close(rgb, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dlc_projects_the_shared_context_once_per_block():
+    model = One4DTransformer(build_base_transformer("tiny"), lora_rank=4, num_links=2)
+    perturb_trainable(model)
+    calls = []
+
+    def counting(original):
+        return lambda x: calls.append(1) or original(x)
+
+    for scope in model._context_sharing._per_block:
+        for memo in scope:
+            memo.forward = counting(memo.forward)  # the frozen Linear's own computation
+    inputs = make_inputs()
+    rgb, xyz = model(**inputs)
+    assert len(calls) == 4 * len(model.base.blocks)  # once for both branches, not twice
+    # ... and the shared projections give what two separate computations give.
+    for scope in model._context_sharing._per_block:
+        for linear in scope:
+            linear.linear.forward = linear.forward  # undo the sharing
+    unshared_rgb, unshared_xyz = model(**inputs)
+    torch.testing.assert_close(rgb, unshared_rgb, rtol=0, atol=0)
+    torch.testing.assert_close(xyz, unshared_xyz, rtol=0, atol=0)

@@ -14,6 +14,7 @@ from torch import nn
 
 from .joint import XYZ_CHANNELS, JointWanModel, copy_linear, copy_patch_embedding
 from .lora import activate_adapter, add_lora_adapters, lora_config, lora_layers
+from .sharing import ContextProjectionSharing
 
 BRANCHES = ("rgb", "xyz")
 
@@ -73,6 +74,7 @@ class One4DTransformer(JointWanModel):
 
         add_lora_adapters(base, BRANCHES, lora_config(lora_rank, lora_alpha, lora_dropout))
         self._block_lora = [lora_layers(block) for block in base.blocks]  # 12 LoRA layers per block
+        self._context_sharing = ContextProjectionSharing(base.blocks)  # frozen context K/V once per block
         dim = base.config.num_attention_heads * base.config.attention_head_dim
         self.xyz_patch_embedding = copy_patch_embedding(base.patch_embedding, XYZ_CHANNELS)
         self.xyz_proj_out = copy_linear(base.proj_out)
@@ -90,12 +92,14 @@ class One4DTransformer(JointWanModel):
         """One base block per branch with its own adapter, then the control link if this block has one.
 
         The adapter switch is inside this function, so a checkpointed recomputation uses the same adapter.
+        The frozen projections of the shared context are computed by the first branch and reused by the second.
         """
         block, layers = self.base.blocks[index], self._block_lora[index]
-        activate_adapter(layers, "rgb")
-        z_rgb = block(z_rgb, context, timestep_proj, rotary_emb)  # (B, L, D)
-        activate_adapter(layers, "xyz")
-        z_xyz = block(z_xyz, context, timestep_proj, rotary_emb)  # (B, L, D)
+        with self._context_sharing.layer(index):
+            activate_adapter(layers, "rgb")
+            z_rgb = block(z_rgb, context, timestep_proj, rotary_emb)  # (B, L, D)
+            activate_adapter(layers, "xyz")
+            z_xyz = block(z_xyz, context, timestep_proj, rotary_emb)  # (B, L, D)
         link = self.links[str(index)] if str(index) in self.links else None
         if link is not None:
             z_rgb, z_xyz = link(z_rgb, z_xyz)
