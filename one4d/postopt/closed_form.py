@@ -257,4 +257,4 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
 def warn_all(messages: list[str]) -> None:
     """Emit collected post-optimisation messages as warnings."""
     for message in messages:
-        warnings.warn(f"post-optimisation: {message}", stacklevel=3)
+        warnings.warn(f"post-optimisation: {message}", stacklevel=4)  # the caller of recover_cameras
