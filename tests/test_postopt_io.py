@@ -101,7 +101,7 @@ def test_script_writes_cameras_trajectory_and_depth_for_a_folder(clip, tmp_path)
     assert (tmp_path / "trajectory.txt").is_file()
     with np.load(tmp_path / "depth.npz") as archive:
         assert np.allclose(archive["depth"], clip["depth"].numpy(), rtol=1e-5)
-    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".hydra").exists()
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".hydra").exists() and not (tmp_path / "postopt.log").exists()
 
 
 def test_script_refuses_a_missing_input(tmp_path):
