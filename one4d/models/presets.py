@@ -3,7 +3,9 @@
 Every preset is a diffusers ``WanTransformer3DModel`` config. ``wan2.1-fun-14b-inp`` and
 ``wan2.1-fun-1.3b-inp`` match Wan2.1-Fun-V1.1-InP (36 input channels: 16 noisy + 4 mask + 16
 condition latents; CLIP image context through added K/V projections). ``tiny`` takes the same code
-paths at a size that runs in milliseconds on a CPU.
+paths at a size that runs in milliseconds on a CPU. ``demo`` is the shipped tiny model's base
+(``data/checkpoints/tiny/``): wide enough to learn synthetic 4D scenes in minutes on a CPU, with
+text_dim / image_dim of the tiny UMT5 and CLIP encoders of ``one4d.components``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(
         _WAN_I2V_COMMON, num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=4,
         text_dim=32, freq_dim=32, image_dim=32, added_kv_proj_dim=32,
+    ),
+    "demo": dict(
+        _WAN_I2V_COMMON, num_attention_heads=4, attention_head_dim=32, ffn_dim=256, num_layers=4,
+        text_dim=32, freq_dim=64, image_dim=32, added_kv_proj_dim=128,
     ),
 }
 

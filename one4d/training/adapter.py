@@ -7,6 +7,9 @@ and the two concatenation baselines share the forward signature, so one adapter 
 A batch comes either from raw clips (``ClipDataset``: rgb, xyz, observed, caption), encoded here
 with the frozen VAE / UMT5 / CLIP, or from the latent cache (already encoded). Both produce the
 same prepared dict, so everything after ``prepare_batch`` is shared.
+
+:class:`BaseFlowAdapter` is the same interface for the plain Wan I2V base (RGB only, full fine-tuning):
+the "pretrained video prior" stage of the shipped tiny model trains through the same trainer and objective.
 """
 
 from __future__ import annotations
@@ -94,6 +97,23 @@ class JointFlowAdapter:
             "text_embeds": encode_prompt(encoders.tokenizer, encoders.text_encoder, list(batch["caption"])),
             "image_embeds": first_observed_image_embeds(encoders, rgb, observed),
         }
+
+
+class BaseFlowAdapter(JointFlowAdapter):
+    """The adapter of a plain Wan I2V base (``WanBaseModel``): RGB latents only, the same objective and inputs.
+
+    The model takes ``(rgb_input (B, 36, f, h, w), timestep, text, image)`` and predicts the RGB flow;
+    the XYZ latents of a batch (raw clips or cache) are ignored.
+    """
+
+    def forward(self, model, prepared: dict, generator: torch.Generator) -> tuple[dict, dict, dict]:
+        rgb_latents = prepared["rgb_latents"]  # (B, 16, f, h, w)
+        sigma = self.objective.sample_sigmas(rgb_latents.shape[0], generator).to(rgb_latents.device)  # (B,)
+        noise = torch.randn(rgb_latents.shape, generator=generator, device=generator.device).to(rgb_latents.device)
+        text = self.drop_prompts(prepared["text_embeds"], generator)  # (B, 512, text_dim)
+        rgb_input = torch.cat([self.objective.noisy(rgb_latents, noise, sigma), prepared["condition"]], dim=1)  # (B, 36, f, h, w)
+        prediction = model(rgb_input, self.objective.timesteps(sigma), text, prepared["image_embeds"])  # (B, 16, f, h, w)
+        return {"rgb": prediction}, {"rgb": self.objective.target(rgb_latents, noise)}, {"rgb": 1.0}
 
 
 def condition_latents(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:

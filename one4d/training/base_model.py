@@ -1,0 +1,115 @@
+"""Training the plain Wan I2V base (the "pretrained video prior") with the One4D trainer.
+
+The paper fine-tunes a pretrained Wan2.1-Fun I2V model. The shipped tiny model has no such prior to
+download, so its first stage trains one: full fine-tuning of a ``WanTransformer3DModel`` on RGB clips
+with UMC conditioning, through the same :class:`Trainer`, objective and data (raw clips or the latent
+cache) as One4D itself. Select it with ``model.architecture=base`` (``configs/experiment/tiny_base.yaml``).
+
+:class:`WanBaseModel` offers the trainer what the joint models offer (trainable parameters and state,
+an architecture description, gradient checkpointing) so checkpoints, resume and logging are shared.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from one4d.encoding import vae_fingerprint
+from one4d.models.presets import build_base_transformer
+
+from . import checkpointing
+from .adapter import BaseFlowAdapter
+from .builders import ShardedBatches, build_dataset, build_objective, torch_dtype
+from .trainer import Trainer, check_config, scalar_hparams
+
+BASE_ARCHITECTURE = "base"
+
+
+class WanBaseModel(nn.Module):
+    """A ``WanTransformer3DModel`` with every weight trainable; forward predicts the RGB flow (B, 16, f, h, w)."""
+
+    architecture = BASE_ARCHITECTURE
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base.requires_grad_(True)
+
+    def forward(self, rgb_input, timestep, encoder_hidden_states, encoder_hidden_states_image=None):
+        return self.base(rgb_input, timestep, encoder_hidden_states, encoder_hidden_states_image=encoder_hidden_states_image,
+                         return_dict=False)[0]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.base.enable_gradient_checkpointing()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def architecture_config(self) -> dict:
+        config = {key: (list(value) if isinstance(value, tuple) else value) for key, value in self.base.config.items()
+                  if not key.startswith("_")}
+        return {"architecture": self.architecture, "base": config}
+
+
+def build_base_model(model_cfg) -> WanBaseModel:
+    """The base of ``cfg.model``: the preset with random weights, or ``model.transformer`` (a local diffusers folder)."""
+    dtype = torch_dtype(model_cfg.dtype)
+    if model_cfg.get("transformer"):
+        from one4d.weights import load_base_transformer
+
+        base = load_base_transformer(model_cfg.transformer, preset=model_cfg.preset, dtype=dtype)
+    else:
+        overrides = OmegaConf.to_container(model_cfg.get("base_overrides") or OmegaConf.create({}))
+        base = build_base_transformer(model_cfg.preset, dtype=dtype, **overrides)
+    return WanBaseModel(base)
+
+
+class BaseModelTrainer(Trainer):
+    """The One4D trainer with the plain base model and :class:`BaseFlowAdapter` (RGB loss only)."""
+
+    def setup(self) -> "BaseModelTrainer":
+        # Trainer.setup with the model built by build_base_model (Trainer has no build_model hook yet).
+        cfg = self.cfg
+        self.accelerator = self.build_accelerator()
+        self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
+        self.batch_size = check_config(cfg, self.world_size)
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)
+        vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed)) if cfg.data.get("cache") else None
+        self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)
+        self.order = ShardedBatches(len(self.dataset), self.batch_size, self.rank, self.world_size, int(cfg.train.seed))
+        torch.manual_seed(int(cfg.train.seed))
+        self.model = build_base_model(cfg.model)
+        if cfg.train.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.adapter = self.build_adapter()
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters(), lr=float(cfg.train.lr), betas=tuple(cfg.train.betas),
+            eps=float(cfg.train.eps), weight_decay=float(cfg.train.weight_decay),
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_lambda)
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        if cfg.train.report_to:
+            self.accelerator.init_trackers("one4d", config=scalar_hparams(cfg))
+        return self
+
+    def build_adapter(self) -> BaseFlowAdapter:
+        joint = super().build_adapter()
+        return BaseFlowAdapter(build_objective(self.cfg.train), joint.encoders, empty_prompt=joint.empty_prompt,
+                               prompt_dropout=joint.prompt_dropout, sample_posterior=joint.sample_posterior)
+
+    def validate(self) -> None:
+        """Validation samples need the joint sampler; the base stage is checked by its loss instead."""
+
+
+def run_stage(cfg) -> dict:
+    """Train what ``cfg.model.architecture`` names: the plain base ("base") or a joint model (dlc, baselines)."""
+    trainer = BaseModelTrainer(cfg) if cfg.model.architecture == BASE_ARCHITECTURE else Trainer(cfg)
+    return trainer.setup().train()

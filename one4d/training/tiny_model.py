@@ -1,0 +1,210 @@
+"""``make tiny-model``: the shipped tiny One4D, reproduced from nothing in stages (issue 8).
+
+Stages (each writes what the next reads; ``--stages`` reruns a subset):
+
+* ``data``  - synthetic 4D clips (``one4d.data.synthetic``, seeds 0 .. N-1) under ``<work>/clips``;
+* ``vae``   - stage 0: a tiny ``AutoencoderKLWan`` trained on RGB and normalised XYZ of those clips
+  (``one4d.training.vae``), then the diffusers Wan I2V folder ``<out>/base`` with it, a tiny UMT5 text
+  encoder, a tokenizer over a small English vocabulary and a tiny CLIP image encoder (random weights:
+  the text and image encoders are NOT trained) and a randomly initialised ``demo`` transformer;
+* ``cache`` - VAE latents, UMC conditions, UMT5 and CLIP embeddings of every clip (``scripts/cache_latents.py``);
+* ``base``  - stage 1, ``experiment=tiny_base``: the transformer trained on RGB (the "video prior"),
+  written into ``<out>/base/transformer``;
+* ``one4d`` - stage 2, ``experiment=tiny_one4d``: DLC on the frozen base, written to ``<out>/one4d``
+  (a trainable-state folder, the layout of every One4D checkpoint).
+
+Every stage records its command, seed, wall time and final loss in ``<out>/training_log.json``, and
+``<out>/README.md`` is rewritten from it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from one4d.data.dataset import ClipDataset
+from one4d.data.synthetic import write_synthetic_dataset
+
+from .testing import compose_train_config
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("data", "vae", "cache", "base", "one4d")
+OUT = Path("data/checkpoints/tiny")
+WORK = Path("outputs/tiny_model")
+LOG_NAME = "training_log.json"
+VAE_HELD_OUT = 8  # clips whose reconstruction error is reported (not trained on by the VAE)
+
+
+def default_settings() -> dict:
+    """Sizes and budgets of the shipped model (the experiment configs hold the trainer's)."""
+    return dict(
+        num_clips=384, num_frames=9, height=48, width=64, data_seed=0,
+        vae_clips=96, vae_steps=700, vae_lr=1e-3, vae_batch=4, vae_crop=[32, 32], vae_frames=5, vae_kl=1e-4, vae_base_dim=8,
+        vae_xyz_repeats=2,
+        components_seed=0,
+    )
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def stage_data(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    clips = work / "clips"
+    shutil.rmtree(clips, ignore_errors=True)
+    write_synthetic_dataset(clips, settings["num_clips"], settings["num_frames"], settings["height"], settings["width"],
+                            seed=settings["data_seed"], rgb_format="png")
+    return {"clips": str(clips), "seeds": [settings["data_seed"], settings["data_seed"] + settings["num_clips"] - 1]}
+
+
+def training_videos(work: Path, settings: dict, count: int) -> torch.Tensor:
+    """RGB and normalised XYZ of the first ``count`` training samples, exactly as the trainer sees them: (2 count, 3, F, H, W)."""
+    dataset = ClipDataset(work / "clips", settings["num_frames"], settings["height"], settings["width"], seed=settings["data_seed"])
+    videos = []
+    for index in range(min(count, len(dataset))):
+        sample = dataset[index]
+        videos += [sample["rgb"], sample["xyz"]]
+    return torch.stack(videos)
+
+
+def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    from diffusers import AutoencoderKLWan
+
+    from one4d.components import build_image_encoder, build_scheduler, build_text_encoder, build_tokenizer, write_diffusers_directory
+    from one4d.models.presets import build_base_transformer
+
+    from .vae import reconstruction_error, set_latent_statistics, train_vae
+
+    videos = training_videos(work, settings, settings["vae_clips"] + VAE_HELD_OUT)
+    held_out_clips = max(1, min(VAE_HELD_OUT, len(videos) // 4))
+    train, held_out = videos[: -2 * held_out_clips], videos[-2 * held_out_clips :]  # RGB + XYZ of clips not trained on
+    torch.manual_seed(settings["components_seed"])
+    vae = AutoencoderKLWan(base_dim=settings["vae_base_dim"], z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+                           temperal_downsample=[False, True, True])
+    # Pointmaps decide the geometry the demo scores; they are drawn twice as often as RGB.
+    weighted = torch.cat([train[0::2], *[train[1::2]] * settings["vae_xyz_repeats"]])
+    losses = train_vae(vae, weighted, steps=settings["vae_steps"], lr=settings["vae_lr"], batch_size=settings["vae_batch"],
+                       num_frames=settings["vae_frames"], crop=tuple(settings["vae_crop"]), kl_weight=settings["vae_kl"],
+                       seed=settings["components_seed"])
+    set_latent_statistics(vae, train)
+    errors = {"rgb": reconstruction_error(vae, held_out[0::2]), "xyz": reconstruction_error(vae, held_out[1::2])}
+    torch.manual_seed(settings["components_seed"])
+    image_encoder, image_processor = build_image_encoder("tiny")
+    folder = write_diffusers_directory(
+        out / "base", transformer=build_base_transformer("demo"), vae=vae, text_encoder=build_text_encoder("tiny"),
+        tokenizer=build_tokenizer(), image_encoder=image_encoder, image_processor=image_processor, scheduler=build_scheduler(3.0),
+    )
+    return {"folder": str(folder), "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+            "held_out_l1": errors, "note": "text and image encoders keep their seeded random weights"}
+
+
+def stage_cache(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    from .cache import cache_from_config
+
+    overrides = [*path_overrides(out, work, "base"), *overrides]
+    cfg = compose_train_config(["experiment=tiny_base", *overrides])
+    shutil.rmtree(cfg.data.cache, ignore_errors=True)
+    with_folder = compose_train_config(["experiment=tiny_base", f"+cache_dir={cfg.data.cache}", *overrides])
+    return {"cache": str(cache_from_config(with_folder))}
+
+
+def path_overrides(out: Path, work: Path, run: str) -> list[str]:
+    """Point the experiment configs at ``out`` and ``work`` (their defaults are data/checkpoints/tiny and outputs/tiny_model)."""
+    return [f"model.components={out / 'base'}", f"data.roots=[{work / 'clips'}]", f"data.cache={work / 'cache'}",
+            f"run_dir={work / run}"]
+
+
+def train_stage(experiment: str, overrides: list[str]):
+    """Compose ``experiment`` and train it from scratch; returns the trainer (its model) and the loss history."""
+    from .base_model import BaseModelTrainer, BASE_ARCHITECTURE
+    from .trainer import Trainer
+
+    cfg = compose_train_config([f"experiment={experiment}", *overrides])
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    trainer = (BaseModelTrainer if cfg.model.architecture == BASE_ARCHITECTURE else Trainer)(cfg).setup()
+    history = trainer.train()["losses"]
+    return trainer, history
+
+
+def stage_base(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    trainer, history = train_stage("tiny_base", [*path_overrides(out, work, "base"), *overrides])
+    folder = out / "base" / "transformer"
+    shutil.rmtree(folder, ignore_errors=True)
+    trainer.unwrapped_model().base.save_pretrained(folder)
+    return {"folder": str(folder), "steps": len(history), "first_loss": history[0], "final_loss": _tail_mean(history)}
+
+
+def stage_one4d(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    from one4d.models.state import save_trainable_state
+
+    trainer, history = train_stage("tiny_one4d", [*path_overrides(out, work, "one4d"), f"model.transformer={out / 'base'}", *overrides])
+    folder = out / "one4d"
+    shutil.rmtree(folder, ignore_errors=True)
+    save_trainable_state(trainer.unwrapped_model(), folder)
+    return {"folder": str(folder), "steps": len(history), "first_loss": history[0], "final_loss": _tail_mean(history)}
+
+
+STAGE_FUNCTIONS = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "base": stage_base, "one4d": stage_one4d}
+
+
+def _tail_mean(values: list[float], count: int = 50) -> float:
+    tail = values[-count:]
+    return sum(tail) / len(tail)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings: dict | None = None,
+                    overrides: list[str] = ()) -> dict:
+    """Run ``stages`` in order, recording each in ``<out>/training_log.json``; ``overrides`` go to both trainer configs."""
+    unknown = [stage for stage in stages if stage not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES)}")
+    settings = dict(default_settings(), **(settings or {}))
+    out, work = Path(out), Path(work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = out / LOG_NAME
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    log.update(settings=settings, machine=f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
+    log.setdefault("stages", {})
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        logger.info("stage %s ...", stage)
+        started = time.perf_counter()
+        record = STAGE_FUNCTIONS[stage](settings, out, work, list(overrides))
+        record["wall_s"] = round(time.perf_counter() - started, 1)
+        record["command"] = " ".join(["python scripts/make_tiny_model.py --stages", stage, *overrides])
+        log["stages"][stage] = record
+        log_path.write_text(json.dumps(log, indent=1) + "\n")
+        logger.info("stage %s done in %.0f s", stage, record["wall_s"])
+    return log
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``scripts/make_tiny_model.py [--stages data,vae,...] [trainer overrides...]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train the shipped tiny One4D (data/checkpoints/tiny) from nothing.")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--work", default=str(WORK), help="clips, cache and trainer runs (not shipped)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for both trainer stages, e.g. train.steps=100")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    torch.set_num_threads(1)  # the reproduction is timed on a shared 2-core CPU: one thread per process
+    try:
+        make_tiny_model([s for s in args.stages.split(",") if s], Path(args.out), Path(args.work), overrides=args.overrides)
+    except ValueError as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
