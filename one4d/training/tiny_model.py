@@ -187,7 +187,63 @@ def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings:
         log["stages"][stage] = record
         log_path.write_text(json.dumps(log, indent=1) + "\n")
         logger.info("stage %s done in %.0f s", stage, record["wall_s"])
+    write_readme(out, log)
+    from one4d.demo import write_manifest
+
+    write_manifest(out)  # the demo refuses a checkpoint whose files differ from this record
     return log
+
+
+def write_readme(out: Path, log: dict) -> Path:
+    """``<out>/README.md``: how the shipped files were made, from the training log (commands, seeds, times, losses)."""
+    settings, stages = log["settings"], log.get("stages", {})
+    lines = [
+        "# The shipped tiny One4D (`make tiny-model`)",
+        "",
+        "Rebuilt from nothing by `make tiny-model` (`python scripts/make_tiny_model.py`); this file and",
+        f"`{LOG_NAME}` are rewritten by it, `MANIFEST.json` records the sha256 of every file (checked by `make demo`).",
+        "",
+        "| folder | layout | what |",
+        "|---|---|---|",
+        "| `base/` | diffusers Wan I2V directory (`WanImageToVideoPipeline.save_pretrained`) | tiny `AutoencoderKLWan` (trained, stage 0), "
+        "`WanTransformer3DModel` preset `demo` (trained, stage 1), tiny UMT5 text encoder and CLIP image encoder (seeded random weights, "
+        "NOT trained), T5 tokenizer over a small English vocabulary, UniPC scheduler |",
+        "| `one4d/` | One4D trainable state (`trainable_state.safetensors` + `architecture.json`) | DLC: RGB and XYZ LoRAs, control links, "
+        "XYZ patch embedding and output head (stage 2) |",
+        "",
+        f"Data: {settings['num_clips']} synthetic clips (`one4d.data.synthetic`, seeds {settings['data_seed']} .. "
+        f"{settings['data_seed'] + settings['num_clips'] - 1}), {settings['num_frames']} frames at {settings['height']} x {settings['width']}. "
+        "The demo scores held-out seeds from 1,000,000.",
+        f"Machine: {log.get('machine', 'unknown')}, shared with other jobs.",
+        "",
+        "| stage | command | wall time | result |",
+        "|---|---|---|---|",
+    ]
+    for name, record in stages.items():
+        if "final_loss" in record and "steps" in record:
+            result = f"{record['steps']} steps, loss {record['first_loss']:.4f} -> {record['final_loss']:.4f} (mean of the last 50)"
+        elif "held_out_l1" in record:
+            errors = record["held_out_l1"]
+            result = (f"{settings['vae_steps']} steps, final loss {record['final_loss']:.4f}; held-out L1 (in [-1, 1]) "
+                      f"RGB {errors['rgb']:.3f}, XYZ {errors['xyz']:.3f}")
+        else:
+            result = ", ".join(f"{key}: {value}" for key, value in record.items() if key not in ("wall_s", "command"))
+        lines.append(f"| {name} | `{record['command']}` | {record['wall_s']:.0f} s | {result} |")
+    lines += [
+        "",
+        "Seeds: data seeds above; VAE, encoders and transformer initialisation `components_seed` = "
+        f"{settings['components_seed']}; trainer `train.seed` = 0 (configs/experiment/tiny_base.yaml, tiny_one4d.yaml).",
+        "Trainer settings (steps, batch, learning rate, LoRA rank, links) are in those two experiment files; "
+        "the stage-0 settings are `one4d.training.tiny_model.default_settings()`:",
+        "",
+        "```json",
+        json.dumps(settings, indent=1),
+        "```",
+        "",
+    ]
+    path = out / "README.md"
+    path.write_text("\n".join(lines))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
