@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from one4d.conditioning import condition_video, latent_mask
 from one4d.models.presets import TEXT_TOKENS
 
 
@@ -142,3 +143,19 @@ def load_encoders(components: str, dtype: torch.dtype | None = None, seed: int =
     if components != "tiny" and encoders.vae is not None:
         encoders.vae.to(torch.float32)  # the Wan VAE is run in fp32 by the reference pipelines
     return encoders
+
+
+def condition_latents(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """The 20 UMC channels: latent mask (B, 4, f, h, w) then the VAE mode of the condition video (B, 16, f, h, w)."""
+    latents = encode_video(encoders.vae, condition_video(rgb, observed))  # (B, 16, f, h, w)
+    mask = latent_mask(observed, rgb.shape[2], latents.shape[3], latents.shape[4], device=latents.device)  # (B, 4, f, h, w)
+    return torch.cat([mask.to(latents.dtype), latents], dim=1)
+
+
+def first_observed_image_embeds(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor | None:
+    """CLIP context of each sample's first observed frame (B, tokens, image_dim), None without an image encoder."""
+    if encoders.image_encoder is None:
+        return None
+    first = observed.int().argmax(dim=1)  # (B,) index of the first True
+    frames = rgb[torch.arange(rgb.shape[0]), :, first]  # (B, 3, H, W)
+    return encode_image(encoders.image_encoder, encoders.image_processor, frames)

@@ -22,7 +22,7 @@ from one4d.pipeline.inputs import (
     read_input,
     resample_indices,
 )
-from one4d.training.adapter import condition_latents, first_observed_image_embeds
+from one4d.encoding import condition_latents, first_observed_image_embeds
 
 FRAMES, SIZE = 5, 32
 

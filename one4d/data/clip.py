@@ -178,6 +178,13 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
+def read_video(path: str | Path) -> np.ndarray:
+    """Every frame (N, H, W, 3) uint8 of a video file (decord, imageio fallback); ClipError names the problem."""
+    path = Path(path)
+    _, count = _read_video(path.parent, path, [0])
+    return _read_video(path.parent, path, list(range(count)))[0]
+
+
 def _read_video(folder: Path, path: Path, frames: list[int]) -> tuple[np.ndarray, int]:
     """Frames (len(frames), H, W, 3) uint8 and the video's frame count; decord first, then imageio."""
     if not path.is_file():

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from one4d.conditioning import VAE_TEMPORAL_FACTOR, observed_frames
-from one4d.data.clip import ClipError, _read_video
+from one4d.data.clip import ClipError, read_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v")
@@ -118,8 +118,7 @@ def _read_video_file(path: Path) -> InputFrames:
     """All frames of a video through the data package's reader (decord, imageio fallback)."""
     try:
         with _native_stderr_silenced():  # decord and ffmpeg print their own lines for a corrupt file
-            _, count = _read_video(path.parent, path, [0])
-            frames, _ = _read_video(path.parent, path, list(range(count)))
+            frames = read_video(path)
     except ClipError as error:
         raise ValueError(f"input {path}: {error.problem}") from None
     return InputFrames(frames, path, _video_fps(path))

@@ -28,7 +28,7 @@ from one4d.conditioning import observed_mask
 from one4d.encoding import Encoders, clean_prompt, decode_latents, encode_prompt
 from one4d.geometry import denormalize_pointmaps, invert_pose, relative_to_first, transform_points
 from one4d.models.presets import TEXT_TOKENS
-from one4d.training.adapter import condition_latents, first_observed_image_embeds
+from one4d.encoding import condition_latents, first_observed_image_embeds
 
 logger = logging.getLogger(__name__)
 

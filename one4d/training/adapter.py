@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from one4d.conditioning import condition_video, latent_mask
-from one4d.encoding import Encoders, encode_image, encode_prompt, encode_video
+from one4d.encoding import Encoders, condition_latents, encode_prompt, encode_video, first_observed_image_embeds
 
 from .objective import FlowMatchingObjective
 
@@ -114,19 +113,3 @@ class BaseFlowAdapter(JointFlowAdapter):
         rgb_input = torch.cat([self.objective.noisy(rgb_latents, noise, sigma), prepared["condition"]], dim=1)  # (B, 36, f, h, w)
         prediction = model(rgb_input, self.objective.timesteps(sigma), text, prepared["image_embeds"])  # (B, 16, f, h, w)
         return {"rgb": prediction}, {"rgb": self.objective.target(rgb_latents, noise)}, {"rgb": 1.0}
-
-
-def condition_latents(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """The 20 UMC channels: latent mask (B, 4, f, h, w) then the VAE mode of the condition video (B, 16, f, h, w)."""
-    latents = encode_video(encoders.vae, condition_video(rgb, observed))  # (B, 16, f, h, w)
-    mask = latent_mask(observed, rgb.shape[2], latents.shape[3], latents.shape[4], device=latents.device)  # (B, 4, f, h, w)
-    return torch.cat([mask.to(latents.dtype), latents], dim=1)
-
-
-def first_observed_image_embeds(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor | None:
-    """CLIP context of each sample's first observed frame (B, tokens, image_dim), None without an image encoder."""
-    if encoders.image_encoder is None:
-        return None
-    first = observed.int().argmax(dim=1)  # (B,) index of the first True
-    frames = rgb[torch.arange(rgb.shape[0]), :, first]  # (B, 3, H, W)
-    return encode_image(encoders.image_encoder, encoders.image_processor, frames)

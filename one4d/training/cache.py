@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from one4d.conditioning import TASKS, observed_mask, spread_frames
 from one4d.encoding import Encoders, encode_prompt, encode_video
 
-from .adapter import condition_latents, first_observed_image_embeds
+from one4d.encoding import condition_latents, first_observed_image_embeds
 
 FORMAT_VERSION = 1
 INDEX_NAME, EMPTY_PROMPT_NAME = "cache.json", "empty_prompt.safetensors"
