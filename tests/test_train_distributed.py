@@ -1,4 +1,4 @@
-"""Two CPU processes (torchrun, gloo): DeepSpeed ZeRO-2 and plain DDP end with identical weights on both ranks."""
+"""Two CPU processes (torchrun, gloo): DeepSpeed ZeRO-2, ZeRO-3 and plain DDP end with identical weights on both ranks."""
 
 import os
 import subprocess
@@ -24,6 +24,7 @@ before = {k: v.detach().clone() for k, v in trainer.trainable_weights().items()}
 trainer.train()
 after = trainer.trainable_weights()
 changed = sum(not torch.equal(before[k], after[k]) for k in after)
+trainer.close()
 save_file({k: v.contiguous() for k, v in after.items()}, f"{sys.argv[1]}/rank{trainer.rank}.safetensors", metadata={"changed": str(changed), "world": str(trainer.world_size)})
 """
 
@@ -34,7 +35,7 @@ def clips(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["ddp", "deepspeed_zero2"])
+@pytest.mark.parametrize("launcher", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])
 def test_two_processes_end_with_identical_weights(launcher, clips, tmp_path):
     script = tmp_path / "rank_dump.py"
     script.write_text(RANK_DUMP)

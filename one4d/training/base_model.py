@@ -112,4 +112,8 @@ class BaseModelTrainer(Trainer):
 def run_stage(cfg) -> dict:
     """Train what ``cfg.model.architecture`` names: the plain base ("base") or a joint model (dlc, baselines)."""
     trainer = BaseModelTrainer(cfg) if cfg.model.architecture == BASE_ARCHITECTURE else Trainer(cfg)
-    return trainer.setup().train()
+    trainer.setup()
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()

@@ -12,6 +12,7 @@ weights are bf16; ``train.mixed_precision=bf16`` adds autocast for the rest unde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -104,6 +105,8 @@ class Trainer:
             eps=float(cfg.train.eps), weight_decay=float(cfg.train.weight_decay),
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_lambda)
+        if self.is_zero3():
+            self.register_zero3_external_parameters(self.model)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         if resume_from is not None:
             self.load_checkpoint(resume_from)
@@ -147,7 +150,8 @@ class Trainer:
         if cfg.data.get("cache"):
             empty_prompt = self.dataset.empty_prompt
         else:
-            encoders = load_encoders(cfg.model.components, seed=int(cfg.model.components_seed)).to(self.accelerator.device)
+            with self.frozen_module_context():  # frozen encoders are used outside the engine: never partitioned
+                encoders = load_encoders(cfg.model.components, seed=int(cfg.model.components_seed)).to(self.accelerator.device)
         return JointFlowAdapter(
             build_objective(cfg.train), encoders, empty_prompt=empty_prompt,
             prompt_dropout=float(cfg.train.prompt_dropout), sample_posterior=bool(cfg.data.sample_posterior),
@@ -225,8 +229,11 @@ class Trainer:
             if cfg.validate_every and self.step % int(cfg.validate_every) == 0:
                 self.validate()
         progress.close()
-        accelerator.end_training()
         return {"losses": history, "step": self.step}
+
+    def close(self) -> None:
+        """Finish the trackers and the process group (after ``train``; weights stay readable until then)."""
+        self.accelerator.end_training()
 
     def log(self, values: dict) -> None:
         if self.cfg.train.report_to:
@@ -248,6 +255,31 @@ class Trainer:
             with deepspeed.zero.GatheredParameters(model.trainable_parameters()):
                 return {name: value.detach().clone() for name, value in model.trainable_state_dict().items()}
         return {name: value.detach().clone() for name, value in model.trainable_state_dict().items()}
+
+    @contextlib.contextmanager
+    def frozen_module_context(self):
+        """Build frozen encoders outside ZeRO-3's ``zero.Init``: they run outside the DeepSpeed engine, so they must
+        not be partitioned. transformers decides by a global DeepSpeed config that accelerate (1.15) registers even
+        for ``zero3_init_flag=False``, so it is unset here and restored afterwards."""
+        plugin = self.accelerator.state.deepspeed_plugin if self.accelerator.distributed_type == DistributedType.DEEPSPEED else None
+        if plugin is None:
+            yield
+            return
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        try:
+            yield
+        finally:
+            plugin.set_deepspeed_weakref()
+
+    @staticmethod
+    def register_zero3_external_parameters(model) -> None:
+        """ZeRO-3 gathers a parameter only when its owning module runs; the joint models read the base's output
+        modulation table outside ``base.forward``, so it is registered with the module that uses it."""
+        import deepspeed
+
+        deepspeed.zero.register_external_parameter(model, model.base.scale_shift_table)
 
     def is_zero3(self) -> bool:
         return self.accelerator.distributed_type == DistributedType.DEEPSPEED and int(self.cfg.launcher.deepspeed.zero_optimization.stage) == 3
@@ -350,5 +382,9 @@ def scalar_hparams(cfg) -> dict:
 
 def run(cfg) -> dict:
     """Build a trainer from a composed config and train (the body of ``scripts/train.py``)."""
-    return Trainer(cfg).setup().train()
+    trainer = Trainer(cfg).setup()
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
 
