@@ -75,14 +75,15 @@ def _rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 0) -> None:
-    """Write uint8 frames (F, H, W, 3) as H.264 in YUV 4:4:4 (crf 0 is lossless up to RGB<->YUV rounding).
+def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 0, pixel_format: str = "yuv444p") -> None:
+    """Write uint8 frames (F, H, W, 3) as H.264, by default YUV 4:4:4 (crf 0: lossless up to RGB<->YUV rounding).
 
-    4:4:4 because 4:2:0 chroma subsampling smears the sharp colour edges that tie appearance
-    to geometry (errors of 100/255 on our textures at 64x64).
+    4:4:4 for data because 4:2:0 chroma subsampling smears the sharp colour edges that tie appearance
+    to geometry (errors of 100/255 on our textures at 64x64); "yuv420p" for videos people watch
+    (browsers and most players do not decode 4:4:4).
     """
     writer = imageio.get_writer(
-        str(path), fps=fps, codec="libx264", pixelformat="yuv444p", macro_block_size=1,
+        str(path), fps=fps, codec="libx264", pixelformat=pixel_format, macro_block_size=1,
         ffmpeg_params=["-crf", str(crf)], ffmpeg_log_level="error",
     )
     try:

@@ -23,6 +23,8 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
+from one4d.data.clip import write_video
+
 SUMMARY_NAME = "summary.json"
 
 # Turbo colour map (Mikhailov 2019, Google), polynomial fit of the published table: no matplotlib needed.
@@ -86,23 +88,15 @@ def ffmpeg_available() -> bool:
 def write_movie(path: Path, frames: np.ndarray, fps: float) -> Path:
     """uint8 frames (F, H, W, 3) as a playable H.264 .mp4 (yuv420p); a .gif when ffmpeg is missing.
 
-    Not the clip format's lossless 4:4:4 writer (``one4d.data.clip.write_video``): these files are for
-    people, and browsers and most players do not decode 4:4:4 H.264.
+    The clip format's writer in 4:2:0 rather than its lossless 4:4:4: these files are for people, and
+    browsers and most players do not decode 4:4:4 H.264.
     """
     if not ffmpeg_available():
         path = path.with_suffix(".gif")
         print(f"ffmpeg is not available: writing {path.name} instead of an .mp4")
         imageio.mimsave(path, list(frames), duration=1000.0 / fps, loop=0)
         return path
-    writer = imageio.get_writer(
-        str(path), fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1,
-        ffmpeg_params=["-crf", "18"], ffmpeg_log_level="error",
-    )
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
+    write_video(path, frames, fps, crf=18, pixel_format="yuv420p")
     return path
 
 
