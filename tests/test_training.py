@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from one4d.data.clip import read_video
 from one4d.models import build_model
 from one4d.training import FlowMatchingObjective, JointFlowAdapter, Trainer
 from one4d.training.cache import cache_from_config
@@ -128,3 +129,20 @@ def test_zero_learning_rate_and_indivisible_batch_are_refused(tmp_path):
         check_config(config(tmp_path, "train.lr=0"), world_size=1)
     with pytest.raises(ValueError, match="does not divide across 2 processes"):
         check_config(config(tmp_path, "train.global_batch_size=3"), world_size=2)
+
+
+def test_tensorboard_logs_and_validation_videos_are_written(clips, tmp_path):
+    cfg = config(tmp_path, f"data.roots=[{clips}]", "train.steps=2", "train.report_to=tensorboard", "train.log_every=1",
+                 "train.validate_every=2", "train.validation.num_steps=2")
+    trainer = Trainer(cfg).setup()
+    trainer.train()
+    trainer.close()
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    assert {"loss", "lr", "samples_per_second"} <= set(scalars)
+    for kind in ("rgb", "depth"):
+        video = tmp_path / "run" / "validation" / f"step-0000002_{kind}.mp4"
+        assert video.stat().st_size > 0 and read_video(video).shape == (5, 32, 32, 3)
