@@ -7,8 +7,6 @@ branch can run the blocks with its own LoRA and its own input/output projections
 
 from __future__ import annotations
 
-import math
-
 import torch
 from diffusers import WanTransformer3DModel
 from torch import nn
@@ -168,6 +166,3 @@ def copy_linear(source: nn.Linear, dtype=torch.float32) -> nn.Linear:
         linear.bias.copy_(source.bias)
     return linear
 
-
-def head_channels(base: WanTransformer3DModel) -> int:
-    return base.config.out_channels * math.prod(base.config.patch_size)
