@@ -1,7 +1,6 @@
 """The demo: the shipped checkpoint is checked file by file, and the inference path runs end to end at reduced size."""
 
 import json
-import shutil
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -68,10 +67,8 @@ def test_shipped_checkpoint_is_intact_and_small():
 
 def test_demo_inference_path_at_reduced_size(tmp_path):
     """All three tasks through the real pipeline, post-optimisation and scoring, 5 frames at 32 x 32, 2 steps."""
-    checkpoint = tmp_path / "tiny"
-    shutil.copytree(SHIPPED, checkpoint)
     settings = DemoSettings(num_frames=5, height=32, width=32, steps=2, seeds=(1_000_000,), postopt_iterations=2)
-    summary = run_demo(tmp_path / "demo", checkpoint, settings, log=lambda line: None)
+    summary = run_demo(tmp_path / "demo", SHIPPED, settings, log=lambda line: None)
 
     written = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert written == json.loads(json.dumps(summary))

@@ -47,8 +47,8 @@ def default_settings() -> dict:
     """Sizes and budgets of the shipped model (the experiment configs hold the trainer's)."""
     return dict(
         num_clips=384, num_frames=9, height=48, width=64, data_seed=0,
-        vae_clips=96, vae_steps=700, vae_lr=1e-3, vae_batch=4, vae_crop=[32, 32], vae_frames=5, vae_kl=1e-4, vae_base_dim=8,
-        vae_xyz_repeats=2,
+        vae_clips=96, vae_steps=1200, vae_lr=1e-3, vae_batch=4, vae_crop=[32, 32], vae_frames=5, vae_kl=1e-4, vae_base_dim=8,
+        vae_xyz_repeats=1,
         components_seed=0,
     )
 
@@ -88,7 +88,7 @@ def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> di
     torch.manual_seed(settings["components_seed"])
     vae = AutoencoderKLWan(base_dim=settings["vae_base_dim"], z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
                            temperal_downsample=[False, True, True])
-    # Pointmaps decide the geometry the demo scores; they are drawn twice as often as RGB.
+    # vae_xyz_repeats: how often each pointmap video is drawn per RGB video (their balance in the loss).
     weighted = torch.cat([train[0::2], *[train[1::2]] * settings["vae_xyz_repeats"]])
     losses = train_vae(vae, weighted, steps=settings["vae_steps"], lr=settings["vae_lr"], batch_size=settings["vae_batch"],
                        num_frames=settings["vae_frames"], crop=tuple(settings["vae_crop"]), kl_weight=settings["vae_kl"],
