@@ -195,7 +195,7 @@ def run_task(pipe, task: str, seed: int, settings: DemoSettings, folder: Path | 
     from one4d.data.synthetic import render_scene
     from one4d.geometry import pointmap_normalization
     from one4d.pipeline.inputs import InputFrames, prepare_conditions
-    from one4d.pipeline.outputs import write_outputs
+    from one4d.pipeline.outputs import prepare_output_folder, publish, write_outputs
 
     scene = render_scene(seed, settings.num_frames, settings.height, settings.width)
     frames = (scene.rgb * 255).round().to(torch.uint8).numpy()  # (F, H, W, 3)
@@ -213,12 +213,13 @@ def run_task(pipe, task: str, seed: int, settings: DemoSettings, folder: Path | 
         postopt_kwargs={"iterations": settings.postopt_iterations}, progress=False,
     )
     seconds = time.perf_counter() - started
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_outputs(folder, output, conditions, {"task": task, "seed": seed, "prompt": scene.caption,
+    if folder is not None:  # written like scripts/sample.py: complete, then renamed over a previous output
+        temporary = prepare_output_folder(folder)
+        write_outputs(temporary, output, conditions, {"task": task, "seed": seed, "prompt": scene.caption,
                                                    "steps": settings.steps, "cfg": settings.guidance_scale,
                                                    "pointmap_centre": centre.tolist(), "pointmap_scale": float(scale)},
                       timings={"sample_and_postopt": seconds})
+        publish(temporary, folder)
     scored = [0] if task == "single" else list(range(settings.num_frames))
     metrics = score(output, scene, scored)
     return scene, output, conditions, metrics, (centre, scale), seconds

@@ -7,7 +7,8 @@ import torch
 
 from one4d.training.tiny_model import make_tiny_model
 
-MICRO = dict(num_clips=4, num_frames=5, height=32, width=32, vae_clips=3, vae_steps=2, vae_batch=2, vae_crop=[32, 32])
+MICRO = dict(num_clips=4, num_frames=5, height=32, width=32, vae_clips=3, vae_steps=2, vae_batch=2, vae_crop=[32, 32],
+             decoder_steps=2, decoder_batch=2)
 TRAINER = ["data.num_frames=5", "data.height=32", "data.width=32", "train.steps=3", "train.batch_size=2",
            "train.checkpoint_every=0", "train.warmup_steps=0", "cache_sparse_counts=[2]"]
 
@@ -21,7 +22,7 @@ def micro_run(tmp_path_factory):
 
 def test_every_stage_is_recorded_with_time_and_loss(micro_run):
     root, log = micro_run
-    assert list(log["stages"]) == ["data", "vae", "cache", "base", "one4d"]
+    assert list(log["stages"]) == ["data", "vae", "decoder", "cache", "base", "one4d"]
     assert json.loads((root / "out" / "training_log.json").read_text()) == json.loads(json.dumps(log))
     for stage in ("base", "one4d"):
         record = log["stages"][stage]

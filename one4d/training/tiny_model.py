@@ -7,6 +7,8 @@ Stages (each writes what the next reads; ``--stages`` reruns a subset):
   (``one4d.training.vae``), then the diffusers Wan I2V folder ``<out>/base`` with it, a tiny UMT5 text
   encoder, a tokenizer over a small English vocabulary and a tiny CLIP image encoder (random weights:
   the text and image encoders are NOT trained) and a randomly initialised ``demo`` transformer;
+* ``decoder`` - the VAE decoder alone fine-tuned on whole clips (stage 0 trains on short crops, and the
+  causal decoder must decode every latent frame of a clip); the encoder, hence every latent, is unchanged;
 * ``cache`` - VAE latents, UMC conditions, UMT5 and CLIP embeddings of every clip (``scripts/cache_latents.py``);
 * ``base``  - stage 1, ``experiment=tiny_base``: the transformer trained on RGB (the "video prior"),
   written into ``<out>/base/transformer``;
@@ -36,7 +38,7 @@ from .testing import compose_train_config
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("data", "vae", "cache", "base", "one4d")
+STAGES = ("data", "vae", "decoder", "cache", "base", "one4d")
 OUT = Path("data/checkpoints/tiny")
 WORK = Path("outputs/tiny_model")
 LOG_NAME = "training_log.json"
@@ -48,7 +50,7 @@ def default_settings() -> dict:
     return dict(
         num_clips=384, num_frames=9, height=48, width=64, data_seed=0,
         vae_clips=96, vae_steps=1200, vae_lr=1e-3, vae_batch=4, vae_crop=[32, 32], vae_frames=5, vae_kl=1e-4, vae_base_dim=8,
-        vae_xyz_repeats=1,
+        vae_xyz_repeats=1, decoder_steps=300, decoder_lr=5e-4, decoder_batch=4,
         components_seed=0,
     )
 
@@ -105,6 +107,25 @@ def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> di
             "held_out_l1": errors, "note": "text and image encoders keep their seeded random weights"}
 
 
+def stage_decoder(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    from diffusers import AutoencoderKLWan
+
+    from .vae import finetune_decoder, reconstruction_error
+
+    folder = out / "base" / "vae"
+    vae = AutoencoderKLWan.from_pretrained(folder, local_files_only=True)
+    videos = training_videos(work, settings, settings["vae_clips"] + VAE_HELD_OUT)
+    held_out_clips = max(1, min(VAE_HELD_OUT, len(videos) // 4))
+    train, held_out = videos[: -2 * held_out_clips], videos[-2 * held_out_clips :]
+    before = {"rgb": reconstruction_error(vae, held_out[0::2]), "xyz": reconstruction_error(vae, held_out[1::2])}
+    losses = finetune_decoder(vae, train, steps=settings["decoder_steps"], lr=settings["decoder_lr"],
+                              batch_size=settings["decoder_batch"], seed=settings["components_seed"])
+    errors = {"rgb": reconstruction_error(vae, held_out[0::2]), "xyz": reconstruction_error(vae, held_out[1::2])}
+    vae.save_pretrained(folder)
+    return {"folder": str(folder), "final_loss": sum(losses[-50:]) / len(losses[-50:]), "held_out_l1_before": before,
+            "held_out_l1": errors, "note": "decoder only, on whole 4k+1-frame clips; the encoder and its latents are unchanged"}
+
+
 def stage_cache(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
     from .cache import cache_from_config
 
@@ -151,7 +172,7 @@ def stage_one4d(settings: dict, out: Path, work: Path, overrides: list[str]) -> 
     return {"folder": str(folder), "steps": len(history), "first_loss": history[0], "final_loss": _tail_mean(history)}
 
 
-STAGE_FUNCTIONS = {"data": stage_data, "vae": stage_vae, "cache": stage_cache, "base": stage_base, "one4d": stage_one4d}
+STAGE_FUNCTIONS = {"data": stage_data, "vae": stage_vae, "decoder": stage_decoder, "cache": stage_cache, "base": stage_base, "one4d": stage_one4d}
 
 
 def _tail_mean(values: list[float], count: int = 50) -> float:
@@ -224,7 +245,8 @@ def write_readme(out: Path, log: dict) -> Path:
             result = f"{record['steps']} steps, loss {record['first_loss']:.4f} -> {record['final_loss']:.4f} (mean of the last 50)"
         elif "held_out_l1" in record:
             errors = record["held_out_l1"]
-            result = (f"{settings['vae_steps']} steps, final loss {record['final_loss']:.4f}; held-out L1 (in [-1, 1]) "
+            steps = settings["decoder_steps" if name == "decoder" else "vae_steps"]
+            result = (f"{steps} steps, final loss {record['final_loss']:.4f}; held-out L1 of whole clips (in [-1, 1]) "
                       f"RGB {errors['rgb']:.3f}, XYZ {errors['xyz']:.3f}")
         else:
             result = ", ".join(f"{key}: {value}" for key, value in record.items() if key not in ("wall_s", "command"))

@@ -91,6 +91,44 @@ def train_vae(vae, videos: torch.Tensor, steps: int, lr: float = 1e-3, batch_siz
     return losses
 
 
+def finetune_decoder(vae, videos: torch.Tensor, steps: int, lr: float = 5e-4, batch_size: int = 4,
+                     latent_crop: tuple[int, int] = (4, 6), seed: int = 0, log_every: int = 50) -> list[float]:
+    """Train only the decoder (and ``post_quant_conv``) on whole-length videos (N, 3, F, H, W); the encoder is frozen.
+
+    The first phase trains on short crops; the causal decoder then decodes later latent frames from a longer
+    feature cache than it ever saw. This phase decodes the clip's full length (random spatial crops of the
+    latents). The encoder and its latents are untouched, so latents encoded before and after are identical.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(videos[i : i + 8]).latent_dist.mode() for i in range(0, len(videos), 8)])  # (N, 16, f, h, w)
+    parameters = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+    factor = vae.config.scale_factor_spatial if hasattr(vae.config, "scale_factor_spatial") else 8
+    losses, started = [], time.perf_counter()
+    height, width = min(latent_crop[0], latents.shape[3]), min(latent_crop[1], latents.shape[4])
+    for step in range(steps):
+        picks = torch.randint(len(videos), (batch_size,), generator=generator).tolist()
+        tops = torch.randint(latents.shape[3] - height + 1, (batch_size,), generator=generator).tolist()
+        lefts = torch.randint(latents.shape[4] - width + 1, (batch_size,), generator=generator).tolist()
+        z = torch.stack([latents[i, :, :, t : t + height, l : l + width] for i, t, l in zip(picks, tops, lefts)])  # (B, 16, f, h', w')
+        target = torch.stack([videos[i, :, :, t * factor : (t + height) * factor, l * factor : (l + width) * factor]
+                              for i, t, l in zip(picks, tops, lefts)])  # (B, 3, F, 8 h', 8 w')
+        loss = (decode_unclamped(vae, z) - target).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if log_every and (step + 1) % log_every == 0:
+            logger.info("decoder step %d/%d l1=%.4f (%.0f s)", step + 1, steps, loss, time.perf_counter() - started)
+    vae.eval().requires_grad_(False)
+    return losses
+
+
 @torch.no_grad()
 def set_latent_statistics(vae, videos: torch.Tensor, batch_size: int = 8) -> tuple[list[float], list[float]]:
     """Write per-channel ``latents_mean`` / ``latents_std`` of the posterior means of ``videos`` into the VAE config."""
