@@ -240,7 +240,7 @@ def write_readme(out: Path, log: dict) -> Path:
         "| stage | command | wall time | result |",
         "|---|---|---|---|",
     ]
-    for name, record in stages.items():
+    for name, record in ((name, stages[name]) for name in STAGES if name in stages):
         if "final_loss" in record and "steps" in record:
             result = f"{record['steps']} steps, loss {record['first_loss']:.4f} -> {record['final_loss']:.4f} (mean of the last 50)"
         elif "held_out_l1" in record:
@@ -251,6 +251,7 @@ def write_readme(out: Path, log: dict) -> Path:
         else:
             result = ", ".join(f"{key}: {value}" for key, value in record.items() if key not in ("wall_s", "command"))
         lines.append(f"| {name} | `{record['command']}` | {record['wall_s']:.0f} s | {result} |")
+    lines += [""] + [f"Note: {note}" for note in log.get("notes", [])]
     lines += [
         "",
         "Seeds: data seeds above; VAE, encoders and transformer initialisation `components_seed` = "
