@@ -59,9 +59,10 @@ def file_digest(path: Path) -> str:
 
 
 def write_manifest(folder: str | Path) -> Path:
-    """Record the sha256 of every file under ``folder`` (the checkpoint) in ``MANIFEST.json``."""
+    """Record the sha256 of every weight and config file under ``folder`` in ``MANIFEST.json`` (notes and logs excluded)."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.suffix != ".md"
+                   and p.name != "training_log.json")
     manifest = {str(p.relative_to(folder)): file_digest(p) for p in files}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return folder / MANIFEST
