@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 CHECKPOINT = Path("data/checkpoints/tiny")
-MANIFEST = "MANIFEST.json"  # sha256 of every shipped file, written by make tiny-model
+MANIFEST = "MANIFEST.json"  # sha256 of every shipped weight and config file, written by make tiny-model
 REBUILD = "make tiny-model"
 TASKS = ("single", "sparse", "full")
 DEMO_SEEDS = (1_000_000, 1_000_001, 1_000_002)  # held out: training used seeds 0 .. num_clips - 1
