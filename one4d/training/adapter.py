@@ -112,4 +112,4 @@ class BaseFlowAdapter(JointFlowAdapter):
         text = self.drop_prompts(prepared["text_embeds"], generator)  # (B, 512, text_dim)
         rgb_input = torch.cat([self.objective.noisy(rgb_latents, noise, sigma), prepared["condition"]], dim=1)  # (B, 36, f, h, w)
         prediction = model(rgb_input, self.objective.timesteps(sigma), text, prepared["image_embeds"])  # (B, 16, f, h, w)
-        return {"rgb": prediction}, {"rgb": self.objective.target(rgb_latents, noise)}, {"rgb": 1.0}
+        return {"rgb": prediction}, {"rgb": self.objective.target(rgb_latents, noise)}, {"rgb": self.objective.weights["rgb"]}
