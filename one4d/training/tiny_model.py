@@ -76,6 +76,13 @@ def training_videos(work: Path, settings: dict, count: int) -> torch.Tensor:
     return torch.stack(videos)
 
 
+def vae_videos(work: Path, settings: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's training videos and the held-out ones (RGB, XYZ alternating), from the first clips of the data stage."""
+    videos = training_videos(work, settings, settings["vae_clips"] + VAE_HELD_OUT)
+    held_out_clips = max(1, min(VAE_HELD_OUT, len(videos) // 4))
+    return videos[: -2 * held_out_clips], videos[-2 * held_out_clips :]
+
+
 def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
     from diffusers import AutoencoderKLWan
 
@@ -84,9 +91,7 @@ def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> di
 
     from .vae import reconstruction_error, set_latent_statistics, train_vae
 
-    videos = training_videos(work, settings, settings["vae_clips"] + VAE_HELD_OUT)
-    held_out_clips = max(1, min(VAE_HELD_OUT, len(videos) // 4))
-    train, held_out = videos[: -2 * held_out_clips], videos[-2 * held_out_clips :]  # RGB + XYZ of clips not trained on
+    train, held_out = vae_videos(work, settings)
     torch.manual_seed(settings["components_seed"])
     vae = AutoencoderKLWan(base_dim=settings["vae_base_dim"], z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
                            temperal_downsample=[False, True, True])
@@ -114,9 +119,7 @@ def stage_decoder(settings: dict, out: Path, work: Path, overrides: list[str]) -
 
     folder = out / "base" / "vae"
     vae = AutoencoderKLWan.from_pretrained(folder, local_files_only=True)
-    videos = training_videos(work, settings, settings["vae_clips"] + VAE_HELD_OUT)
-    held_out_clips = max(1, min(VAE_HELD_OUT, len(videos) // 4))
-    train, held_out = videos[: -2 * held_out_clips], videos[-2 * held_out_clips :]
+    train, held_out = vae_videos(work, settings)
     before = {"rgb": reconstruction_error(vae, held_out[0::2]), "xyz": reconstruction_error(vae, held_out[1::2])}
     losses = finetune_decoder(vae, train, steps=settings["decoder_steps"], lr=settings["decoder_lr"],
                               batch_size=settings["decoder_batch"], seed=settings["components_seed"])
