@@ -15,13 +15,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from one4d.encoding import vae_fingerprint
 from one4d.models.presets import build_base_transformer
 
-from . import checkpointing
 from .adapter import BaseFlowAdapter
-from .builders import ShardedBatches, build_dataset, build_objective, torch_dtype
-from .trainer import Trainer, check_config, scalar_hparams
+from .builders import build_objective, torch_dtype
+from .trainer import Trainer
 
 BASE_ARCHITECTURE = "base"
 
@@ -70,35 +68,8 @@ def build_base_model(model_cfg) -> WanBaseModel:
 class BaseModelTrainer(Trainer):
     """The One4D trainer with the plain base model and :class:`BaseFlowAdapter` (RGB loss only)."""
 
-    def setup(self) -> "BaseModelTrainer":
-        # Trainer.setup with the model built by build_base_model (Trainer has no build_model hook yet).
-        cfg = self.cfg
-        self.accelerator = self.build_accelerator()
-        self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
-        self.batch_size = check_config(cfg, self.world_size)
-        if self.accelerator.is_main_process:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)
-        vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed)) if cfg.data.get("cache") else None
-        self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)
-        self.order = ShardedBatches(len(self.dataset), self.batch_size, self.rank, self.world_size, int(cfg.train.seed))
-        torch.manual_seed(int(cfg.train.seed))
-        self.model = build_base_model(cfg.model)
-        if cfg.train.gradient_checkpointing:
-            self.model.enable_gradient_checkpointing()
-        self.adapter = self.build_adapter()
-        self.optimizer = torch.optim.AdamW(
-            self.model.trainable_parameters(), lr=float(cfg.train.lr), betas=tuple(cfg.train.betas),
-            eps=float(cfg.train.eps), weight_decay=float(cfg.train.weight_decay),
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_lambda)
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        if resume_from is not None:
-            self.load_checkpoint(resume_from)
-        if cfg.train.report_to:
-            self.accelerator.init_trackers("one4d", config=scalar_hparams(cfg))
-        return self
+    def build_model(self) -> WanBaseModel:
+        return build_base_model(self.cfg.model)
 
     def build_adapter(self) -> BaseFlowAdapter:
         joint = super().build_adapter()

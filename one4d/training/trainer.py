@@ -96,7 +96,7 @@ class Trainer:
         self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)
         self.order = ShardedBatches(len(self.dataset), self.batch_size, self.rank, self.world_size, int(cfg.train.seed))
         torch.manual_seed(int(cfg.train.seed))  # identical LoRA initialisation on every process
-        self.model = build_joint_model(cfg.model)
+        self.model = self.build_model()
         if cfg.train.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
         self.adapter = self.build_adapter()
@@ -113,6 +113,10 @@ class Trainer:
         if cfg.train.report_to:
             self.accelerator.init_trackers("one4d", config=scalar_hparams(cfg))
         return self
+
+    def build_model(self):
+        """The model this trainer trains (a joint RGB+XYZ architecture of ``cfg.model``); subclasses swap it."""
+        return build_joint_model(self.cfg.model)
 
     def lr_lambda(self, step: int) -> float:
         train = self.cfg.train
