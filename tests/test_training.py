@@ -146,3 +146,20 @@ def test_tensorboard_logs_and_validation_videos_are_written(clips, tmp_path):
     for kind in ("rgb", "depth"):
         video = tmp_path / "run" / "validation" / f"step-0000002_{kind}.mp4"
         assert video.stat().st_size > 0 and read_video(video).shape == (5, 32, 32, 3)
+
+
+def test_base_stage_trains_every_weight_of_the_plain_wan_model(clips, tmp_path):
+    from one4d.training.base_model import BaseModelTrainer, WanBaseModel
+
+    cfg = config(tmp_path, f"data.roots=[{clips}]", "model.architecture=base", "train.steps=3", "train.lr=1e-3",
+                 "train.checkpoint_every=3")
+    trainer = BaseModelTrainer(cfg).setup()
+    assert isinstance(trainer.unwrapped_model(), WanBaseModel)
+    before = {name: p.detach().clone() for name, p in trainer.trainable_weights().items()}
+    losses = trainer.train()["losses"]
+    trainer.close()
+    after = trainer.trainable_weights()
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert before.keys() == after.keys() and "base.patch_embedding.weight" in after  # full fine-tuning
+    assert all(not torch.equal(before[name], after[name]) for name in ("base.patch_embedding.weight", "base.proj_out.weight"))
+    assert (tmp_path / "run" / "checkpoints" / "step-0000003" / "trainable" / "trainable_state.safetensors").is_file()
