@@ -85,7 +85,7 @@ def run_ablation(checkpoint: str | Path = CHECKPOINT, work: str | Path = "output
     ``settings``: size and sampler settings of the held-out evaluation (default: the demo's).
     """
     from one4d.pipeline import load_pipeline
-    from one4d.training.base_model import WanBaseModel
+    from one4d.models import WanBaseModel
     from one4d.weights import load_base_transformer
 
     checkpoint, work = Path(checkpoint), Path(work)

@@ -149,7 +149,8 @@ def test_tensorboard_logs_and_validation_videos_are_written(clips, tmp_path):
 
 
 def test_base_stage_trains_every_weight_of_the_plain_wan_model(clips, tmp_path):
-    from one4d.training.base_model import BaseModelTrainer, WanBaseModel
+    from one4d.models import WanBaseModel
+    from one4d.training.base_model import BaseModelTrainer
 
     cfg = config(tmp_path, f"data.roots=[{clips}]", "model.architecture=base", "train.steps=3", "train.lr=1e-3",
                  "train.checkpoint_every=3")

@@ -1,14 +1,15 @@
-"""Model modules only: base presets, Decoupled LoRA Control and the two concatenation baselines."""
+"""Model modules only: base presets, Decoupled LoRA Control, the two concatenation baselines, the plain base."""
 
 from .concat import ChannelConcatTransformer, SpatialConcatTransformer
 from .dlc import ControlLink, One4DTransformer, default_link_layers
 from .factory import ARCHITECTURES, build_model
 from .presets import PRESETS, TEXT_TOKENS, build_base_transformer, cast_keeping_fp32_modules, preset_config
 from .state import export_rgb_lora, load_trainable_state, save_trainable_state
+from .wan_base import BASE_ARCHITECTURE, WanBaseModel
 
 __all__ = [
     "PRESETS", "TEXT_TOKENS", "build_base_transformer", "cast_keeping_fp32_modules", "preset_config",
     "One4DTransformer", "ControlLink", "default_link_layers",
     "ChannelConcatTransformer", "SpatialConcatTransformer", "ARCHITECTURES", "build_model",
-    "save_trainable_state", "load_trainable_state", "export_rgb_lora",
+    "save_trainable_state", "load_trainable_state", "export_rgb_lora", "WanBaseModel", "BASE_ARCHITECTURE",
 ]

@@ -5,52 +5,21 @@ download, so its first stage trains one: full fine-tuning of a ``WanTransformer3
 with UMC conditioning, through the same :class:`Trainer`, objective and data (raw clips or the latent
 cache) as One4D itself. Select it with ``model.architecture=base`` (``configs/experiment/tiny_base.yaml``).
 
-:class:`WanBaseModel` offers the trainer what the joint models offer (trainable parameters and state,
-an architecture description, gradient checkpointing) so checkpoints, resume and logging are shared.
+:class:`one4d.models.WanBaseModel` offers the trainer what the joint models offer (trainable parameters
+and state, an architecture description, gradient checkpointing) so checkpoints, resume and logging are shared.
+``scripts/train.py`` picks :class:`BaseModelTrainer` when ``model.architecture=base``.
 """
 
 from __future__ import annotations
 
-import torch
 from omegaconf import OmegaConf
-from torch import nn
 
+from one4d.models import WanBaseModel
 from one4d.models.presets import build_base_transformer
 
 from .adapter import BaseFlowAdapter
 from .builders import build_objective, torch_dtype
 from .trainer import Trainer
-
-BASE_ARCHITECTURE = "base"
-
-
-class WanBaseModel(nn.Module):
-    """A ``WanTransformer3DModel`` with every weight trainable; forward predicts the RGB flow (B, 16, f, h, w)."""
-
-    architecture = BASE_ARCHITECTURE
-
-    def __init__(self, base):
-        super().__init__()
-        self.base = base.requires_grad_(True)
-
-    def forward(self, rgb_input, timestep, encoder_hidden_states, encoder_hidden_states_image=None):
-        return self.base(rgb_input, timestep, encoder_hidden_states, encoder_hidden_states_image=encoder_hidden_states_image,
-                         return_dict=False)[0]
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.base.enable_gradient_checkpointing()
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: p for name, p in self.named_parameters() if p.requires_grad}
-
-    def architecture_config(self) -> dict:
-        config = {key: (list(value) if isinstance(value, tuple) else value) for key, value in self.base.config.items()
-                  if not key.startswith("_")}
-        return {"architecture": self.architecture, "base": config}
-
 
 def build_base_model(model_cfg) -> WanBaseModel:
     """The base of ``cfg.model``: the preset with random weights, or ``model.transformer`` (a local diffusers folder)."""
@@ -78,13 +47,3 @@ class BaseModelTrainer(Trainer):
 
     def validate(self) -> None:
         """Validation samples need the joint sampler; the base stage is checked by its loss instead."""
-
-
-def run_stage(cfg) -> dict:
-    """Train what ``cfg.model.architecture`` names: the plain base ("base") or a joint model (dlc, baselines)."""
-    trainer = BaseModelTrainer(cfg) if cfg.model.architecture == BASE_ARCHITECTURE else Trainer(cfg)
-    trainer.setup()
-    try:
-        return trainer.train()
-    finally:
-        trainer.close()

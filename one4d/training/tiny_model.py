@@ -147,7 +147,9 @@ def path_overrides(out: Path, work: Path, run: str) -> list[str]:
 
 def train_stage(experiment: str, overrides: list[str]):
     """Compose ``experiment`` and train it from scratch; returns the trainer (its model) and the loss history."""
-    from .base_model import BaseModelTrainer, BASE_ARCHITECTURE
+    from one4d.models import BASE_ARCHITECTURE
+
+    from .base_model import BaseModelTrainer
     from .trainer import Trainer
 
     cfg = compose_train_config([f"experiment={experiment}", *overrides])

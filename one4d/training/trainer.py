@@ -385,8 +385,17 @@ def scalar_hparams(cfg) -> dict:
 
 
 def run(cfg) -> dict:
-    """Build a trainer from a composed config and train (the body of ``scripts/train.py``)."""
-    trainer = Trainer(cfg).setup()
+    """Build a trainer from a composed config and train (the body of ``scripts/train.py``).
+
+    ``model.architecture=base`` trains the plain Wan base (the tiny model's stage 1); anything else a joint model.
+    """
+    from one4d.models import BASE_ARCHITECTURE
+
+    if cfg.model.architecture == BASE_ARCHITECTURE:
+        from .base_model import BaseModelTrainer as trainer_class
+    else:
+        trainer_class = Trainer
+    trainer = trainer_class(cfg).setup()
     try:
         return trainer.train()
     finally:
