@@ -149,6 +149,15 @@ def write_report(results: dict, path: str | Path, command: str) -> Path:
     return path
 
 
+def check_training_cache() -> None:
+    """The three architectures train from the latent cache that `make tiny-model` leaves behind (tiny_one4d's data.cache)."""
+    from one4d.training.testing import compose_train_config
+
+    cache = Path(compose_train_config(["experiment=tiny_one4d"]).data.cache)
+    if not (cache / "cache.json").is_file():
+        raise ValueError(f"the ablation trains from the latent cache {cache}, which is missing: run `make tiny-model` first")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
@@ -163,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         from one4d.demo import verify_checkpoint
 
         verify_checkpoint(args.checkpoint)
+        check_training_cache()
         results = run_ablation(args.checkpoint, steps=args.steps)
     except ValueError as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
