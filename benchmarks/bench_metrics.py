@@ -7,21 +7,12 @@ trajectory. Prints the best of 3 runs in seconds.
 """
 
 import argparse
-import time
 
 import torch
 
 from one4d.eval import depth_metrics, pose_metrics
 from one4d.geometry import make_pose, quaternion_to_rotation
-
-
-def best_of(function, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of
 
 
 def main() -> None:

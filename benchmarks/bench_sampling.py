@@ -15,7 +15,6 @@ A GPU run of the 14B shape (50 steps, time and peak memory, with and without off
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -23,15 +22,7 @@ import torch
 from one4d.models import build_model
 from one4d.models.presets import TEXT_TOKENS, build_base_transformer
 from one4d.pipeline import load_pipeline
-
-
-def best_of(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of
 
 
 def tiny_step_seconds(frames: int, size: int, repeats: int, steps=(2, 12)) -> float:
