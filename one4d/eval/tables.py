@@ -63,30 +63,27 @@ def _find(runs: list[dict], label: str, benchmark: str, sparsity=None) -> dict |
     return None
 
 
+def _full_video_table(runs: list[dict], benchmarks: tuple[str, ...], metrics: tuple[str, ...], paper: dict, cells, ours) -> str:
+    """Paper row then one row per label over full-video runs of ``benchmarks``; a run with skipped sequences is marked."""
+    full = [r for r in runs if r.get("sparsity") is None and r["benchmark"] in benchmarks]
+    lines = [_row(["Method", "Task"] + [f"{TITLES[b]} {m}" for b in benchmarks for m in metrics]),
+             _row(["---"] * (2 + len(benchmarks) * len(metrics))),
+             _row(["One4D (paper)", "G&R"] + [c for b in benchmarks for c in cells(paper[b])])]
+    for label in _labels(full):
+        found = [_find(full, label, b) for b in benchmarks]
+        marked = any(run and run["result"]["skipped"] for run in found)
+        lines.append(_row([label + (" †" if marked else ""), "G&R"] + [c for run in found for c in cells(ours(run))]))
+    return "\n".join(lines)
+
+
 def depth_table(runs: list[dict]) -> str:
     """Table 3: full-video depth on Sintel and Bonn."""
-    full = [r for r in runs if r.get("sparsity") is None and r["benchmark"] in DEPTH_BENCHMARKS]
-    lines = [_row(["Method", "Task"] + [f"{TITLES[b]} {m}" for b in DEPTH_BENCHMARKS for m in ("Abs Rel↓", "δ<1.25↑")]),
-             _row(["---"] * 6),
-             _row(["One4D (paper)", "G&R"] + [c for b in DEPTH_BENCHMARKS for c in _depth_cells(PAPER_DEPTH[b])])]
-    for label in _labels(full):
-        cells = [c for b in DEPTH_BENCHMARKS for c in _depth_cells(_ours_depth(_find(full, label, b)))]
-        marked = any(_find(full, label, b) and _find(full, label, b)["result"]["skipped"] for b in DEPTH_BENCHMARKS)
-        lines.append(_row([label + (" †" if marked else ""), "G&R"] + cells))
-    return "\n".join(lines)
+    return _full_video_table(runs, DEPTH_BENCHMARKS, ("Abs Rel↓", "δ<1.25↑"), PAPER_DEPTH, _depth_cells, _ours_depth)
 
 
 def pose_table(runs: list[dict]) -> str:
     """Table 4: camera pose on Sintel and TUM-dynamics."""
-    full = [r for r in runs if r.get("sparsity") is None and r["benchmark"] in POSE_BENCHMARKS]
-    lines = [_row(["Method", "Task"] + [f"{TITLES[b]} {m}" for b in POSE_BENCHMARKS for m in ("ATE↓", "RPE-T↓", "RPE-R↓")]),
-             _row(["---"] * 8),
-             _row(["One4D (paper)", "G&R"] + [c for b in POSE_BENCHMARKS for c in _pose_cells(PAPER_POSE[b])])]
-    for label in _labels(full):
-        cells = [c for b in POSE_BENCHMARKS for c in _pose_cells(_ours_pose(_find(full, label, b)))]
-        marked = any(_find(full, label, b) and _find(full, label, b)["result"]["skipped"] for b in POSE_BENCHMARKS)
-        lines.append(_row([label + (" †" if marked else ""), "G&R"] + cells))
-    return "\n".join(lines)
+    return _full_video_table(runs, POSE_BENCHMARKS, ("ATE↓", "RPE-T↓", "RPE-R↓"), PAPER_POSE, _pose_cells, _ours_pose)
 
 
 def sparsity_table(runs: list[dict]) -> str:
