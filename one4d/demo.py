@@ -115,14 +115,6 @@ def score(output, scene, scored_frames: list[int]) -> dict:
     }
 
 
-def observed_for(task: str, settings: DemoSettings) -> list[int]:
-    from one4d.conditioning import observed_frames
-
-    if task == "sparse":
-        return observed_frames("sparse", settings.num_frames, sparsity=settings.sparse_frames / settings.num_frames)
-    return observed_frames(task, settings.num_frames)
-
-
 # ----------------------------------------------------------------------------- pictures and the table
 
 SHEET_ROWS = ("input", "generated RGB", "true RGB", "depth", "true depth", "XYZ", "true XYZ")

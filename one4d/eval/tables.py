@@ -47,11 +47,6 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _label(run: dict) -> str:
-    mark = " †" if run["result"]["skipped"] else ""
-    return f"{run.get('label') or 'Ours'}{mark}"
-
-
 def _labels(runs: list[dict]) -> list[str]:
     return list(dict.fromkeys(run.get("label") or "Ours" for run in runs))
 
