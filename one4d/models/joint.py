@@ -104,11 +104,25 @@ class JointWanModel(nn.Module):
                 f"output), got {encoder_hidden_states.shape[1]}"
             )
 
+    @property
+    def condition_dtype(self) -> torch.dtype:
+        """The compute dtype of the base's text embedder (bf16 for a bf16 base).
+
+        UMT5 and CLIP embeddings arrive in fp32 from the trainer, the cache and validation; diffusers'
+        condition embedder does not cast them, so a bf16 base would fail on "mat1 and mat2 must have
+        the same dtype" unless they are cast here, once, for every caller.
+        """
+        return self.base.condition_embedder.text_embedder.linear_1.weight.dtype
+
     def embed_conditions(self, timestep, encoder_hidden_states, encoder_hidden_states_image):
-        """Time, text and image embeddings, computed once and shared by every branch.
+        """Time, text and image embeddings, computed once and shared by every branch; inputs of any float dtype.
 
         Returns temb (B, D), timestep_proj (B, 6, D) and the context (B, image + 512, D).
         """
+        dtype = self.condition_dtype
+        encoder_hidden_states = encoder_hidden_states.to(dtype)
+        if encoder_hidden_states_image is not None:
+            encoder_hidden_states_image = encoder_hidden_states_image.to(dtype)
         temb, timestep_proj, context, image_context = self.base.condition_embedder(
             timestep, encoder_hidden_states, encoder_hidden_states_image
         )

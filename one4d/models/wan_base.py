@@ -18,8 +18,12 @@ class WanBaseModel(nn.Module):
         self.base = base.requires_grad_(True)
 
     def forward(self, rgb_input, timestep, encoder_hidden_states, encoder_hidden_states_image=None):
-        return self.base(rgb_input, timestep, encoder_hidden_states, encoder_hidden_states_image=encoder_hidden_states_image,
-                         return_dict=False)[0]
+        """Inputs of any float dtype are cast to the base's (diffusers' Wan forward does not cast them itself)."""
+        dtype = self.base.patch_embedding.weight.dtype
+        if encoder_hidden_states_image is not None:
+            encoder_hidden_states_image = encoder_hidden_states_image.to(dtype)
+        return self.base(rgb_input.to(dtype), timestep, encoder_hidden_states.to(dtype),
+                         encoder_hidden_states_image=encoder_hidden_states_image, return_dict=False)[0]
 
     def enable_gradient_checkpointing(self) -> None:
         self.base.enable_gradient_checkpointing()
