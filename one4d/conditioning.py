@@ -2,7 +2,7 @@
 
 One observed-frame set S describes every task: single image (S = {0}), sparse frames (first,
 last and frames spread uniformly between) and full video (all frames). The condition video keeps
-the observed frames and zeroes the rest (0 is mid-grey in [-1, 1]); the mask marks observed
+the observed frames and fills the rest with :data:`UNOBSERVED_FILL` (0, mid-grey in [-1, 1]); the mask marks observed
 frames at latent resolution in the layout of diffusers' ``WanImageToVideoPipeline.prepare_latents``
 (and VideoX-Fun's InP pipeline). The trainer and the sampler both call :func:`latent_mask`.
 
@@ -19,6 +19,13 @@ import torch
 TASKS = ("single", "sparse", "full")
 TASK_PROBABILITIES = (0.35, 0.30, 0.35)  # the paper's training mix
 VAE_TEMPORAL_FACTOR = 4  # Wan VAE: frame 0 alone, then 4 frames per latent frame
+
+# The value of unobserved frames in the condition video: what the base was fine-tuned with (``model.condition_fill``).
+# VideoX-Fun trains Wan2.1-Fun InP with 0: scripts/wan2.1_fun/train.py, collate_fn of the bucketed path that its
+# train.sh and README_TRAIN use (``mask_pixel_values = pixel_values * (1 - mask)``, with the -1 fill commented out:
+# "Wan 2.1 use 0 for masked pixels"), and its inference pipeline does the same (pipeline_wan_fun_inpaint.py:
+# ``masked_video = init_video * (mask < 0.5)``). Only its non-bucketed dataset path fills with -1.
+UNOBSERVED_FILL = 0.0
 
 
 def spread_frames(count: int, num_frames: int) -> list[int]:
@@ -83,13 +90,13 @@ def observed_mask(observed, num_frames: int, device=None) -> torch.Tensor:
     return mask
 
 
-def condition_video(rgb: torch.Tensor, observed) -> torch.Tensor:
-    """(B, 3, F, H, W) RGB in [-1, 1] -> the condition video: observed frames kept, others exactly 0."""
+def condition_video(rgb: torch.Tensor, observed, fill: float = UNOBSERVED_FILL) -> torch.Tensor:
+    """(B, 3, F, H, W) RGB in [-1, 1] -> the condition video: observed frames kept, others exactly ``fill``."""
     if rgb.ndim != 5:
         raise ValueError(f"condition_video expects (B, C, F, H, W), got {tuple(rgb.shape)}")
     mask = observed_mask(observed, rgb.shape[2], rgb.device)
     mask = mask.expand(rgb.shape[0], -1) if mask.ndim == 1 else mask  # (B, F)
-    return torch.where(mask[:, None, :, None, None], rgb, torch.zeros((), dtype=rgb.dtype, device=rgb.device))
+    return torch.where(mask[:, None, :, None, None], rgb, torch.full((), fill, dtype=rgb.dtype, device=rgb.device))
 
 
 def latent_mask(observed, num_frames: int, latent_height: int, latent_width: int, dtype=torch.float32, device=None) -> torch.Tensor:

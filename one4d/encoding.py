@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from one4d.conditioning import condition_video, latent_mask
+from one4d.conditioning import UNOBSERVED_FILL, condition_video, latent_mask
 from one4d.models.presets import TEXT_TOKENS
 
 
@@ -85,13 +85,16 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents.to(dtype)).sample.float().clamp(-1, 1)
 
 
-def vae_fingerprint(components: str, seed: int = 0) -> str:
-    """A short hash naming the VAE of ``components`` without loading it: latents of another VAE must not be mixed in.
+def vae_fingerprint(components: str, seed: int = 0, settings: dict | None = None) -> str:
+    """A short hash naming the encoders of ``components`` without loading them: latents of another VAE
+    (or of other encoder settings, e.g. ``{"encoder_dtype": ..., "condition_fill": ...}``) must not be mixed in.
 
     "tiny": its config and the seed of its random weights. A diffusers directory: ``vae/config.json``
-    and, for every weight file, its name, size and first MiB.
+    and, for every weight file, its name, size and first MiB; a Wan2.1-Fun folder: the same of ``Wan2.1_VAE.pth``.
     """
     digest = hashlib.sha256()
+    if settings:
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     if components == "tiny":
         from one4d.components import build_vae
 
@@ -99,14 +102,19 @@ def vae_fingerprint(components: str, seed: int = 0) -> str:
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
         digest.update(f"tiny-seed-{seed}".encode())
         return digest.hexdigest()[:16]
-    folder = Path(components) / "vae"
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{components} has no vae/config.json: not a diffusers Wan I2V directory")
-    for path in sorted(folder.iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode() + str(path.stat().st_size).encode())
-            with open(path, "rb") as handle:
-                digest.update(handle.read(2**20))
+    from one4d.original_layout import VAE_FILE, is_original_layout_folder
+
+    if is_original_layout_folder(components):
+        files = [Path(components) / VAE_FILE]
+    else:
+        folder = Path(components) / "vae"
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{components} has no vae/config.json: not a diffusers Wan I2V directory nor a Wan2.1-Fun folder")
+        files = [path for path in sorted(folder.iterdir()) if path.is_file()]
+    for path in files:
+        digest.update(path.name.encode() + str(path.stat().st_size).encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(2**20))
     return digest.hexdigest()[:16]
 
 
@@ -128,26 +136,43 @@ class Encoders:
 
 
 def load_encoders(components: str, dtype: torch.dtype | None = None, seed: int = 0) -> Encoders:
-    """``components="tiny"``: the tiny random stand-ins (fixed ``seed``); otherwise a local diffusers Wan I2V directory."""
+    """The frozen encoders of ``components``, the same for training, caching and sampling.
+
+    ``components``: "tiny" (random stand-ins, fixed ``seed``), a local diffusers Wan I2V directory, or a
+    Wan2.1-Fun download folder as shipped (``Wan2.1_VAE.pth`` and the UMT5 / CLIP ``.pth`` files,
+    ``one4d.original_layout``). The VAE is always loaded straight into fp32, never rounded through a
+    lower precision (Wan's and diffusers' pipelines run it in fp32); the UMT5 and CLIP encoders take
+    ``dtype`` (``model.encoder_dtype``; None keeps what is stored).
+    """
+    from one4d.original_layout import is_original_layout_folder, load_original_components
+
+    names = ("tokenizer", "text_encoder", "image_encoder", "image_processor")
     if components == "tiny":
         from one4d.components import build_tiny_components
 
         parts = build_tiny_components(seed)
         parts.pop("transformer")
+    elif is_original_layout_folder(components):
+        parts = load_original_components(components, dtype=dtype, components=("vae", *names))
     else:
         from one4d.weights import load_diffusers_components
 
-        names = ("vae", "tokenizer", "text_encoder", "image_encoder", "image_processor")
         parts = load_diffusers_components(components, dtype=dtype, components=names)
-    encoders = Encoders(**{key: parts[key] for key in ("vae", "tokenizer", "text_encoder", "image_encoder", "image_processor")})
-    if components != "tiny" and encoders.vae is not None:
-        encoders.vae.to(torch.float32)  # the Wan VAE is run in fp32 by the reference pipelines
+        parts.update(load_diffusers_components(components, dtype=torch.float32, components=("vae",)))
+    encoders = Encoders(**{key: parts[key] for key in ("vae", *names)})
+    if dtype is not None:
+        for module in (encoders.text_encoder, encoders.image_encoder):
+            if module is not None:
+                module.to(dtype)
     return encoders
 
 
-def condition_latents(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """The 20 UMC channels: latent mask (B, 4, f, h, w) then the VAE mode of the condition video (B, 16, f, h, w)."""
-    latents = encode_video(encoders.vae, condition_video(rgb, observed))  # (B, 16, f, h, w)
+def condition_latents(encoders: Encoders, rgb: torch.Tensor, observed: torch.Tensor, fill: float = UNOBSERVED_FILL) -> torch.Tensor:
+    """The 20 UMC channels: latent mask (B, 4, f, h, w) then the VAE mode of the condition video (B, 16, f, h, w).
+
+    ``fill`` is the value of unobserved frames (``model.condition_fill``; see ``one4d.conditioning.UNOBSERVED_FILL``).
+    """
+    latents = encode_video(encoders.vae, condition_video(rgb, observed, fill))  # (B, 16, f, h, w)
     mask = latent_mask(observed, rgb.shape[2], latents.shape[3], latents.shape[4], device=latents.device)  # (B, 4, f, h, w)
     return torch.cat([mask.to(latents.dtype), latents], dim=1)
 

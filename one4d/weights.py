@@ -250,6 +250,32 @@ def load_base_transformer(
     return load_original_wan_transformer(source, preset_config(preset), dtype=dtype)
 
 
+# Presets whose base is a Wan2.1-Fun InP model: a diffusers Wan2.1-I2V folder's transformer/ has the same shapes
+# but is the plain I2V model, so it is never taken as their base without being asked for.
+FUN_PRESETS = ("wan2.1-fun-14b-inp", "wan2.1-fun-1.3b-inp")
+
+
+def base_transformer_source(preset: str, transformer: str | None, components: str, from_components: bool = False) -> str | None:
+    """Where the base transformer comes from: ``transformer``, else the components folder, else None (random, tiny only).
+
+    A Wan2.1-Fun download folder as shipped (``components`` in the original layout) holds its own Fun
+    transformer, so it serves as both. A diffusers Wan I2V directory does not: for the Fun presets its
+    ``transformer/`` is taken only with ``from_components`` (``model.transformer_from_components=true``).
+    """
+    if transformer:
+        return transformer
+    if components == "tiny":
+        return None
+    from one4d.original_layout import is_original_layout_folder
+
+    if preset in FUN_PRESETS and not from_components and not is_original_layout_folder(components):
+        raise ValueError(
+            f"preset {preset} needs model.transformer=<your Wan2.1-Fun-V1.1-InP folder>: the transformer/ of a diffusers "
+            f"Wan2.1-I2V directory ({components}) is the plain I2V model, not Fun-InP (or set model.transformer_from_components=true)"
+        )
+    return components
+
+
 def _is_diffusers_transformer_folder(folder: Path) -> bool:
     config_file = folder / "config.json"
     if not config_file.is_file():

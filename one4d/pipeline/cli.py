@@ -111,6 +111,8 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
         preset=model.preset, components=model.components, transformer=model.get("transformer"), state=cfg.checkpoint,
         architecture=model.architecture, lora_rank=int(model.lora_rank), dtype=model.dtype,
         seed=int(model.get("components_seed", 0)), scheduler=cfg.scheduler, flow_shift=float(cfg.shift),
+        encoder_dtype=model.get("encoder_dtype"), condition_fill=float(model.get("condition_fill", 0.0)),
+        transformer_from_components=bool(model.get("transformer_from_components", False)),
     )
     if model.get("attention_backend"):
         pipe.transformer.set_attention_backend(model.attention_backend)

@@ -23,13 +23,14 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from one4d.models import ARCHITECTURES, load_trainable_state, preset_config
 from one4d.models.state import ARCHITECTURE_FILE, STATE_FILE
 
+from one4d.conditioning import UNOBSERVED_FILL
+
 from .pipeline import One4DPipeline
 
 logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("unipc", "euler")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_COMPONENT_NAMES = ("vae", "tokenizer", "text_encoder", "image_encoder", "image_processor")
 
 
 def build_scheduler(name: str = "unipc", flow_shift: float = 3.0):
@@ -105,38 +106,35 @@ def load_pipeline(
     seed: int = 0,
     scheduler: str = "unipc",
     flow_shift: float = 3.0,
+    encoder_dtype: str | torch.dtype | None = None,
+    condition_fill: float = UNOBSERVED_FILL,
+    transformer_from_components: bool = False,
 ) -> One4DPipeline:
     """A pipeline on the CPU (move it with ``.to`` or ``enable_model_cpu_offload``).
 
+    The encoders come from :func:`one4d.encoding.load_encoders`, exactly as the trainer loads them: the VAE
+    in fp32, UMT5 and CLIP in ``encoder_dtype`` (None: ``dtype``, as ``model.encoder_dtype`` defaults).
     Without ``state`` the wrapper is freshly initialised, which equals the base model per branch
     (zero LoRA B, zero links): useful for smoke tests and benchmarks, not for real pointmaps.
     ``seed`` fixes the tiny random weights.
     """
+    from one4d.encoding import load_encoders
+    from one4d.weights import base_transformer_source, load_base_transformer
+
     dtype = torch_dtype(dtype)
     saved = read_state_architecture(state, preset) if state else None
     noise_scheduler = build_scheduler(scheduler, flow_shift)
-
-    if components == "tiny":
+    if components == "tiny" and preset != "tiny":
+        raise ValueError(f"components=tiny only fits preset tiny, not {preset!r}; give a local diffusers Wan I2V directory")
+    source = base_transformer_source(preset, transformer, components, transformer_from_components)
+    encoders = load_encoders(components, dtype=torch_dtype(encoder_dtype or dtype), seed=seed)
+    if source is None:  # the tiny random base, seeded like the tiny encoders
         from one4d.components import build_tiny_components
+        from one4d.models import cast_keeping_fp32_modules
 
-        if preset != "tiny":
-            raise ValueError(f"components=tiny only fits preset tiny, not {preset!r}; give a local diffusers Wan I2V directory")
-        parts = build_tiny_components(seed)
-        base = parts.pop("transformer")
-        if transformer is not None:
-            from one4d.weights import load_base_transformer
-
-            base = load_base_transformer(transformer, preset=preset, dtype=dtype)
-        elif dtype != torch.float32:
-            from one4d.models import cast_keeping_fp32_modules
-
-            cast_keeping_fp32_modules(base, dtype)
+        base = cast_keeping_fp32_modules(build_tiny_components(seed)["transformer"], dtype)
     else:
-        from one4d.weights import load_base_transformer, load_diffusers_components
-
-        parts = load_diffusers_components(components, dtype=dtype, components=_COMPONENT_NAMES)
-        parts["vae"].to(torch.float32)  # the reference Wan pipelines run the VAE in fp32
-        base = load_base_transformer(transformer or components, preset=preset, dtype=dtype)
+        base = load_base_transformer(source, preset=preset, dtype=dtype)
 
     if saved is not None:
         model = ARCHITECTURES[saved["architecture"]](base, **architecture_kwargs(saved))
@@ -146,4 +144,4 @@ def load_pipeline(
             raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
         logger.warning("no One4D checkpoint given: the %s wrapper is freshly initialised (pointmaps are meaningless)", architecture)
         model = ARCHITECTURES[architecture](base, lora_rank=lora_rank)
-    return One4DPipeline(model.eval(), scheduler=noise_scheduler, **parts)
+    return One4DPipeline(model.eval(), scheduler=noise_scheduler, condition_fill=condition_fill, **vars(encoders))

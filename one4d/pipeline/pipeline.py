@@ -24,11 +24,10 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from one4d.conditioning import observed_mask
-from one4d.encoding import Encoders, clean_prompt, decode_latents, encode_prompt
+from one4d.conditioning import UNOBSERVED_FILL, observed_mask
+from one4d.encoding import Encoders, clean_prompt, condition_latents, decode_latents, encode_prompt, first_observed_image_embeds
 from one4d.geometry import denormalize_pointmaps, invert_pose, relative_to_first, transform_points
 from one4d.models.presets import TEXT_TOKENS
-from one4d.encoding import condition_latents, first_observed_image_embeds
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +59,10 @@ class One4DPipelineOutput:
 class One4DPipeline:
     """Joint RGB + XYZ sampling with a One4D model (DLC or a baseline) and the frozen Wan components."""
 
-    def __init__(self, transformer, vae, text_encoder, tokenizer, image_encoder, image_processor, scheduler):
+    def __init__(self, transformer, vae, text_encoder, tokenizer, image_encoder, image_processor, scheduler,
+                 condition_fill: float = UNOBSERVED_FILL):
         self.transformer = transformer.eval()  # requires_grad untouched: it marks the trainable state
+        self.condition_fill = condition_fill  # unobserved frames of the condition video: the value training used
         self.encoders = Encoders(vae, tokenizer, text_encoder, image_encoder, image_processor)
         for module in (vae, text_encoder, image_encoder):
             module.eval().requires_grad_(False)
@@ -163,7 +164,7 @@ class One4DPipeline:
     def prepare_condition(self, video: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """UMC: mask (1, 4, f, h, w) + condition latents (1, 16, f, h, w), from the trainer's function."""
         with self._on_device(self.vae):
-            return condition_latents(self.encoders, video, observed)  # (1, 20, f, h, w)
+            return condition_latents(self.encoders, video, observed, self.condition_fill)  # (1, 20, f, h, w)
 
     def prepare_latents(self, num_frames, height, width, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Gaussian RGB then XYZ latents (1, 16, f, h, w) each, float32, drawn from ``generator`` in that order."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from one4d.conditioning import UNOBSERVED_FILL
 from one4d.encoding import Encoders, condition_latents, encode_prompt, encode_video, first_observed_image_embeds
 
 from .objective import FlowMatchingObjective
@@ -27,15 +28,16 @@ class JointFlowAdapter:
     prompt_dropout: probability, per sample, of replacing the text embedding by the empty
         prompt's (classifier-free guidance). The CLIP image context is kept, as Wan I2V does.
     sample_posterior: sample the VAE posterior for the target latents (True) or take its mode.
+    condition_fill: value of unobserved frames in the UMC condition video (``model.condition_fill``).
     """
 
     def __init__(self, objective: FlowMatchingObjective, encoders: Encoders | None = None,
                  empty_prompt: torch.Tensor | None = None, prompt_dropout: float = 0.1,
-                 sample_posterior: bool = False):
+                 sample_posterior: bool = False, condition_fill: float = UNOBSERVED_FILL):
         if not 0 <= prompt_dropout <= 1:
             raise ValueError(f"prompt_dropout must be in [0, 1], got {prompt_dropout}")
         self.objective, self.encoders = objective, encoders or Encoders()
-        self.prompt_dropout, self.sample_posterior = prompt_dropout, sample_posterior
+        self.prompt_dropout, self.sample_posterior, self.condition_fill = prompt_dropout, sample_posterior, condition_fill
         if empty_prompt is None and self.encoders.text_encoder is not None:
             empty_prompt = encode_prompt(self.encoders.tokenizer, self.encoders.text_encoder, [""])[0]
         self.empty_prompt = empty_prompt  # (512, text_dim) or None (then no dropout possible)
@@ -92,7 +94,7 @@ class JointFlowAdapter:
         return {
             "rgb_latents": rgb_latents,
             "xyz_latents": xyz_latents,
-            "condition": condition_latents(encoders, rgb, observed),  # (B, 20, f, h, w)
+            "condition": condition_latents(encoders, rgb, observed, self.condition_fill),  # (B, 20, f, h, w)
             "text_embeds": encode_prompt(encoders.tokenizer, encoders.text_encoder, list(batch["caption"])),
             "image_embeds": first_observed_image_embeds(encoders, rgb, observed),
         }

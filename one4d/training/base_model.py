@@ -43,7 +43,8 @@ class BaseModelTrainer(Trainer):
     def build_adapter(self) -> BaseFlowAdapter:
         joint = super().build_adapter()
         return BaseFlowAdapter(build_objective(self.cfg.train), joint.encoders, empty_prompt=joint.empty_prompt,
-                               prompt_dropout=joint.prompt_dropout, sample_posterior=joint.sample_posterior)
+                               prompt_dropout=joint.prompt_dropout, sample_posterior=joint.sample_posterior,
+                               condition_fill=joint.condition_fill)
 
     def validate(self) -> None:
         """Validation samples need the joint sampler; the base stage is checked by its loss instead."""

@@ -28,18 +28,22 @@ def architecture_kwargs(model_cfg) -> dict:
 
 
 def build_joint_model(model_cfg, device=None):
-    """The joint RGB+XYZ model of ``cfg.model``: a random base (tests, meta-device counts) or local pretrained weights.
+    """The joint RGB+XYZ model of ``cfg.model``: local pretrained weights, or a random base with the tiny components
+    (tests, meta-device counts). ``one4d.weights.base_transformer_source`` decides which, and refuses a Fun preset
+    on a diffusers I2V directory's transformer unless asked.
 
     The frozen base takes ``model.dtype`` (bf16 keeps diffusers' fp32 modules); trainable weights stay fp32.
     """
+    from one4d.weights import base_transformer_source, load_base_transformer
+
     if model_cfg.architecture not in ARCHITECTURES:
         raise ValueError(f"model.architecture must be one of {sorted(ARCHITECTURES)}, got {model_cfg.architecture!r}")
     dtype = torch_dtype(model_cfg.dtype)
     overrides = dict(model_cfg.get("base_overrides") or {})
-    if model_cfg.get("transformer"):
-        from one4d.weights import load_base_transformer
-
-        base = load_base_transformer(model_cfg.transformer, preset=model_cfg.preset, dtype=dtype)
+    source = None if str(device) == "meta" else base_transformer_source(  # meta: shapes and counts only
+        model_cfg.preset, model_cfg.get("transformer"), model_cfg.components, bool(model_cfg.get("transformer_from_components", False)))
+    if source is not None:
+        base = load_base_transformer(source, preset=model_cfg.preset, dtype=dtype)
         model = ARCHITECTURES[model_cfg.architecture](base, **architecture_kwargs(model_cfg))
     else:
         model = build_model(model_cfg.architecture, model_cfg.preset, device=device, dtype=dtype,
@@ -47,6 +51,17 @@ def build_joint_model(model_cfg, device=None):
     if model_cfg.get("attention_backend"):
         model.set_attention_backend(model_cfg.attention_backend)
     return model
+
+
+def encoder_dtype(model_cfg) -> torch.dtype | None:
+    """The dtype of the UMT5 and CLIP encoders (``model.encoder_dtype``, by default ``model.dtype``); the VAE is always fp32."""
+    name = model_cfg.get("encoder_dtype")
+    return None if name is None else torch_dtype(name)
+
+
+def encoder_settings(model_cfg) -> dict:
+    """What, besides the weights, decides the encoders' outputs: part of a latent cache's fingerprint."""
+    return {"encoder_dtype": model_cfg.get("encoder_dtype"), "condition_fill": float(model_cfg.condition_fill)}
 
 
 def build_objective(train_cfg) -> FlowMatchingObjective:

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from one4d.conditioning import TASKS, observed_mask, spread_frames
 from one4d.encoding import Encoders, encode_prompt, encode_video
 
+from one4d.conditioning import UNOBSERVED_FILL
 from one4d.encoding import condition_latents, first_observed_image_embeds
 
 FORMAT_VERSION = 1
@@ -45,8 +46,9 @@ def task_frame_sets(num_frames: int, sparse_counts: list[int]) -> dict[str, list
 
 @torch.no_grad()
 def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, sparse_counts=(2, 3),
-                shard_size: int = 256, dtype: torch.dtype = torch.float32, progress: bool = True) -> Path:
-    """Encode every sample of ``dataset`` (epoch 0) into shards under ``folder``; ``vae`` is its fingerprint."""
+                shard_size: int = 256, dtype: torch.dtype = torch.float32, progress: bool = True,
+                condition_fill: float = UNOBSERVED_FILL) -> Path:
+    """Encode every sample of ``dataset`` (epoch 0) into shards under ``folder``; ``vae`` is the encoders' fingerprint."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dataset.set_epoch(0)
@@ -78,7 +80,7 @@ def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, spars
         if image is not None:
             entry["image_embeds"] = image[0]
         for task, frames in tasks.items():
-            entry[f"cond.{task}"] = condition_latents(encoders, rgb, observed_mask(frames, num_frames)[None])[0]  # (20, f, h, w)
+            entry[f"cond.{task}"] = condition_latents(encoders, rgb, observed_mask(frames, num_frames)[None], condition_fill)[0]  # (20, f, h, w)
         for key, value in entry.items():
             tensors[f"{index}.{key}"] = value.to(dtype).contiguous()
         if len(tensors) >= shard_size * len(entry):
@@ -161,14 +163,15 @@ def cache_from_config(cfg) -> Path:
     """The body of ``scripts/cache_latents.py``: raw clips of ``cfg.data`` encoded with ``cfg.model.components`` into ``cfg.cache_dir``."""
     from one4d.encoding import load_encoders, vae_fingerprint
 
-    from .builders import build_dataset
+    from .builders import build_dataset, encoder_dtype, encoder_settings
 
     if not cfg.get("cache_dir"):
         raise ValueError("give the output folder: +cache_dir=<folder>")
     from omegaconf import OmegaConf
 
     dataset = build_dataset(OmegaConf.merge(cfg.data, {"cache": None}), seed=int(cfg.train.seed))
-    encoders = load_encoders(cfg.model.components, seed=int(cfg.model.components_seed))
+    encoders = load_encoders(cfg.model.components, dtype=encoder_dtype(cfg.model), seed=int(cfg.model.components_seed))
     encoders.to("cuda" if torch.cuda.is_available() else "cpu")
-    return build_cache(dataset, encoders, cfg.cache_dir, vae=vae_fingerprint(cfg.model.components, int(cfg.model.components_seed)),
-                       sparse_counts=tuple(cfg.get("cache_sparse_counts", (2, 3))))
+    fingerprint = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model))
+    return build_cache(dataset, encoders, cfg.cache_dir, vae=fingerprint, sparse_counts=tuple(cfg.get("cache_sparse_counts", (2, 3))),
+                       condition_fill=float(cfg.model.condition_fill))

@@ -22,7 +22,11 @@ class FlowMatchingObjective:
 
     scheme: "uniform" (sigma ~ U(0, 1)) or "logit_normal" (sigma = sigmoid(N(logit_mean, logit_std))).
     shift: Wan / SD3 time shift sigma' = shift sigma / (1 + (shift - 1) sigma); 1.0 = none. Values
-        above 1 spend more steps at high noise, as the sampler's flow shift does at 480p.
+        above 1 spend more steps at high noise, as the sampler's flow shift does at 480p. The configs'
+        default (``train.sigma.shift``) is 5.0, what Wan2.1-Fun was fine-tuned with: VideoX-Fun's
+        scripts/wan2.1_fun/train.py draws u ~ U(0, 1) (``weighting_scheme="none"``) and takes
+        ``noise_scheduler.timesteps[int(u * 1000)]`` of a FlowMatchEulerDiscreteScheduler built from
+        config/wan2.1/wan_civitai.yaml (``shift: 5.0``), i.e. uniform over the shift-5 grid (here: continuous).
     weights: loss weight per modality, e.g. {"rgb": 1.0, "xyz": 1.0}.
     """
 

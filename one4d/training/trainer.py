@@ -33,7 +33,9 @@ from one4d.models.state import load_trainable_state, save_trainable_state
 
 from . import checkpointing
 from .adapter import JointFlowAdapter
-from .builders import ShardedBatches, build_dataset, build_joint_model, build_objective, step_generator
+from .builders import (
+    ShardedBatches, build_dataset, build_joint_model, build_objective, encoder_dtype, encoder_settings, step_generator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)
 
-        vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed)) if cfg.data.get("cache") else None
+        vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model)) if cfg.data.get("cache") else None
         self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)
         self.order = ShardedBatches(len(self.dataset), self.batch_size, self.rank, self.world_size, int(cfg.train.seed))
         torch.manual_seed(int(cfg.train.seed))  # identical LoRA initialisation on every process
@@ -155,10 +157,11 @@ class Trainer:
             empty_prompt = self.dataset.empty_prompt
         else:
             with self.frozen_module_context():  # frozen encoders are used outside the engine: never partitioned
-                encoders = load_encoders(cfg.model.components, seed=int(cfg.model.components_seed)).to(self.accelerator.device)
+                encoders = load_encoders(cfg.model.components, dtype=encoder_dtype(cfg.model),
+                                         seed=int(cfg.model.components_seed)).to(self.accelerator.device)
         return JointFlowAdapter(
-            build_objective(cfg.train), encoders, empty_prompt=empty_prompt,
-            prompt_dropout=float(cfg.train.prompt_dropout), sample_posterior=bool(cfg.data.sample_posterior),
+            build_objective(cfg.train), encoders, empty_prompt=empty_prompt, prompt_dropout=float(cfg.train.prompt_dropout),
+            sample_posterior=bool(cfg.data.sample_posterior), condition_fill=float(cfg.model.condition_fill),
         )
 
     # ------------------------------------------------------------------ data
@@ -361,7 +364,7 @@ class Trainer:
     def vae(self):
         """The VAE for decoding validation samples, loaded on first use in cache mode."""
         if self.adapter.encoders.vae is None:
-            encoders = load_encoders(self.cfg.model.components, seed=int(self.cfg.model.components_seed))
+            encoders = load_encoders(self.cfg.model.components, dtype=encoder_dtype(self.cfg.model), seed=int(self.cfg.model.components_seed))
             self.adapter.encoders.vae = encoders.vae.to(self.accelerator.device).eval()
         return self.adapter.encoders.vae
 

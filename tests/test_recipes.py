@@ -1,0 +1,113 @@
+"""Every recipe in configs/experiment/ run the way its users run it, at tiny width and depth on the CPU.
+
+Each keeps its recipe's precision, launcher, gradient checkpointing, checkpoints and validation; only the
+sizes (model preset, frames, resolution, steps) shrink. ``one4d_14b`` is the paper's: bf16 base, DeepSpeed
+ZeRO-2 on 2 processes (torchrun, gloo), from raw clips and from a latent cache written by
+``scripts/cache_latents.py``, then ``scripts/sample.py`` in bf16 on its checkpoint. A recipe whose real
+caller hands the model something the model cannot take (fp32 embeddings to a bf16 base) fails here.
+The tiny-model stages (``tiny_base``, ``tiny_one4d``) run in tests/test_tiny_model.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from one4d.training.testing import write_synthetic_clips
+
+ROOT = Path(__file__).resolve().parents[1]
+# The recipe at tiny width and depth: everything else (dtype, launcher, checkpointing, grad_accum, LoRA rank) as shipped.
+TINY = [
+    "model.preset=tiny", "model.components=tiny", "data.num_frames=5",
+    "data.height=32", "data.width=32", "data.num_workers=1", "train.report_to=null", "train.progress_bar=false",
+    "train.log_every=1", "train.validation.num_steps=2",
+]
+COVERED_HERE = {"one4d_14b", "one4d_1.3b", "tiny_cpu"}
+COVERED_ELSEWHERE = {"tiny_base", "tiny_one4d"}  # tests/test_tiny_model.py runs both through make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return write_synthetic_clips(tmp_path_factory.mktemp("clips"), count=4, num_frames=5, size=32)
+
+
+def run(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def torchrun(script: str, *overrides: str, port: int) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                str(ROOT / "scripts" / script), *overrides])
+
+
+def check_run(run_dir: Path, steps: int, validated: bool) -> dict:
+    """The run wrote its final checkpoint (trained weights) and, if asked, its validation videos; returns the config."""
+    checkpoint = run_dir / "checkpoints" / f"step-{steps:07d}"
+    assert (checkpoint / "manifest.json").is_file()
+    weights = load_file(checkpoint / "trainable" / "trainable_state.safetensors")
+    assert any("lora_B" in name and weights[name].abs().sum() > 0 for name in weights), "training moved no LoRA weight"
+    assert all(torch.isfinite(value).all() for value in weights.values())
+    videos = sorted(path.name for path in (run_dir / "validation").glob("*.mp4")) if validated else []
+    assert videos == ([f"step-{steps:07d}_depth.mp4", f"step-{steps:07d}_rgb.mp4"] if validated else [])
+    return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+
+
+def test_every_experiment_has_a_recipe_test():
+    shipped = {path.stem for path in (ROOT / "configs" / "experiment").glob("*.yaml")}
+    assert shipped == COVERED_HERE | COVERED_ELSEWHERE
+
+
+@pytest.mark.slow
+def test_paper_recipe_bf16_zero2_two_processes_with_validation_then_sample_in_bf16(clips, tmp_path):
+    run_dir = tmp_path / "run"
+    torchrun("train.py", "experiment=one4d_14b", *TINY, f"data.roots=[{clips}]", f"run_dir={run_dir}", "train.steps=2",
+             "train.checkpoint_every=2", "train.validate_every=2", port=29600 + os.getpid() % 200)
+    cfg = check_run(run_dir, steps=2, validated=True)
+    assert cfg["model"]["dtype"] == "bfloat16" and cfg["model"]["encoder_dtype"] == "bfloat16"
+    assert cfg["launcher"]["kind"] == "deepspeed" and cfg["launcher"]["deepspeed"]["zero_optimization"]["stage"] == 2
+    assert cfg["train"]["gradient_checkpointing"] and cfg["train"]["grad_accum"] == 4 and cfg["model"]["lora_rank"] == 64
+
+    out = tmp_path / "sample"
+    run([sys.executable, str(ROOT / "scripts" / "sample.py"), "task=sparse", f"input={clips / 'clip000' / 'rgb'}",
+         f"checkpoint={run_dir / 'checkpoints' / 'step-0000002'}", "model.preset=tiny", "model.dtype=bfloat16",
+         "num_frames=5", "height=32", "width=32", "steps=2", "cfg=2", "progress=false", "postopt.iterations=3", f"out={out}"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["model"]["dtype"] == "bfloat16" and (out / "pointmaps.npz").is_file()
+
+
+@pytest.mark.slow
+def test_paper_recipe_from_a_latent_cache(clips, tmp_path):
+    cache = tmp_path / "cache"
+    recipe = ["experiment=one4d_14b", *TINY, f"data.roots=[{clips}]"]
+    run([sys.executable, str(ROOT / "scripts" / "cache_latents.py"), *recipe, f"+cache_dir={cache}", f"run_dir={tmp_path / 'unused'}"])
+    run_dir = tmp_path / "run"
+    torchrun("train.py", *recipe, f"data.cache={cache}", f"run_dir={run_dir}", "train.steps=1", "train.checkpoint_every=1",
+             "train.validate_every=1", port=29800 + os.getpid() % 150)
+    check_run(run_dir, steps=1, validated=True)
+
+
+@pytest.mark.slow
+def test_1_3b_recipe_bf16_ddp_two_processes_with_validation(clips, tmp_path):
+    run_dir = tmp_path / "run"
+    torchrun("train.py", "experiment=one4d_1.3b", *TINY, f"data.roots=[{clips}]", f"run_dir={run_dir}", "train.steps=1",
+             "train.checkpoint_every=1", "train.validate_every=1", port=29950 + os.getpid() % 40)
+    cfg = check_run(run_dir, steps=1, validated=True)
+    assert cfg["model"]["dtype"] == "bfloat16" and cfg["train"]["mixed_precision"] == "bf16" and cfg["launcher"]["kind"] == "ddp"
+
+
+def test_tiny_cpu_recipe(clips, tmp_path):
+    run_dir = tmp_path / "run"
+    run([sys.executable, str(ROOT / "scripts" / "train.py"), "experiment=tiny_cpu", *TINY, f"data.roots=[{clips}]",
+         f"run_dir={run_dir}", "train.steps=2", "train.checkpoint_every=2", "train.validate_every=2"])
+    check_run(run_dir, steps=2, validated=True)
