@@ -87,14 +87,23 @@ def test_paper_recipe_bf16_zero2_two_processes_with_validation_then_sample_in_bf
 
 
 @pytest.mark.slow
-def test_paper_recipe_from_a_latent_cache(clips, tmp_path):
+def test_paper_recipe_with_fp8_base_from_a_latent_cache_then_sample_fp8_group_offloaded(clips, tmp_path):
+    """The 48 GB variant: the frozen base stored in fp8 (bf16 compute), trained on ``scripts/cache_latents.py``'s cache;
+    then the 24 GB sampling variant: fp8 base, blocks group-offloaded."""
     cache = tmp_path / "cache"
-    recipe = ["experiment=one4d_14b", *TINY, f"data.roots=[{clips}]"]
+    recipe = ["experiment=one4d_14b", *TINY, f"data.roots=[{clips}]", "model.base_storage_dtype=float8_e4m3fn"]
     run([sys.executable, str(ROOT / "scripts" / "cache_latents.py"), *recipe, f"+cache_dir={cache}", f"run_dir={tmp_path / 'unused'}"])
     run_dir = tmp_path / "run"
     torchrun("train.py", *recipe, f"data.cache={cache}", f"run_dir={run_dir}", "train.steps=1", "train.checkpoint_every=1",
              "train.validate_every=1", port=29800 + os.getpid() % 150)
     check_run(run_dir, steps=1, validated=True)
+
+    out = tmp_path / "sample"
+    run([sys.executable, str(ROOT / "scripts" / "sample.py"), "task=single", f"input={clips / 'clip000' / 'rgb' / '000000.png'}",
+         f"checkpoint={run_dir / 'checkpoints' / 'step-0000001'}", "model.preset=tiny", "model.dtype=bfloat16",
+         "model.base_storage_dtype=float8_e4m3fn", "memory.group_offload=true", "num_frames=5", "height=32", "width=32",
+         "steps=2", "cfg=2", "progress=false", "postopt.enabled=false", f"out={out}"])
+    assert json.loads((out / "summary.json").read_text())["settings"]["memory"]["group_offload"] is True
 
 
 @pytest.mark.slow

@@ -17,6 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from one4d.conditioning import TASKS
 
+from one4d.storage import check_precision, storage_dtype
+
 from .inputs import prepare_conditions, read_input
 from .loading import SCHEDULERS, read_state_architecture, torch_dtype
 from .outputs import discard, prepare_output_folder, publish, write_outputs
@@ -72,6 +74,7 @@ def sample(cfg: DictConfig) -> int:
     try:
         check_settings(cfg)
         device = resolve_device(cfg.device)
+        check_precision(torch_dtype(cfg.model.dtype), device, storage_dtype(cfg.model.get("base_storage_dtype")))
         source = read_input(cfg.input)
         frames = None if cfg.frames is None else [int(i) for i in cfg.frames]
         conditions = prepare_conditions(
@@ -116,7 +119,14 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
     )
     if model.get("attention_backend"):
         pipe.transformer.set_attention_backend(model.attention_backend)
-    if cfg.memory.cpu_offload:
+    storage = storage_dtype(model.get("base_storage_dtype"))
+    if storage is not None:  # cast on the CPU, so only fp8 weights ever reach the GPU
+        from one4d.storage import enable_fp8_base_storage
+
+        enable_fp8_base_storage(pipe.transformer, storage)
+    if cfg.memory.get("group_offload"):
+        pipe.enable_group_offload(device, use_stream=bool(cfg.memory.get("offload_stream", True)))
+    elif cfg.memory.cpu_offload:
         pipe.enable_model_cpu_offload(device)
     else:
         pipe.to(device)

@@ -70,6 +70,7 @@ class One4DPipeline:
         self.vae_scale_factor_temporal = int(getattr(vae.config, "scale_factor_temporal", 4))
         self.vae_scale_factor_spatial = int(getattr(vae.config, "scale_factor_spatial", 8))
         self._offload_device: torch.device | None = None
+        self._transformer_placed = False  # True once group offloading manages where the transformer's weights are
 
     # ------------------------------------------------------------------ memory options
 
@@ -83,6 +84,8 @@ class One4DPipeline:
         return self._offload_device or next(self.transformer.parameters()).device
 
     def to(self, device) -> "One4DPipeline":
+        if self._transformer_placed:
+            raise ValueError("the transformer is group-offloaded: its blocks move by themselves; do not call .to()")
         self.transformer.to(device)
         self.encoders.to(device)
         return self
@@ -95,6 +98,15 @@ class One4DPipeline:
         self._offload_device = torch.device(device)
         self.to("cpu")
 
+    def enable_group_offload(self, device: str | torch.device = "cuda", use_stream: bool = True) -> None:
+        """Offload the frozen base block by block (``one4d.storage.enable_base_group_offload``) and the encoders
+        model by model (as :meth:`enable_model_cpu_offload`): the 14B base then needs one block on the GPU, not 40."""
+        from one4d.storage import enable_base_group_offload
+
+        self.enable_model_cpu_offload(device)
+        enable_base_group_offload(self.transformer, device, use_stream=use_stream)
+        self._transformer_placed = True
+
     def enable_vae_tiling(self) -> None:
         """Decode/encode the VAE in overlapping spatial tiles (less memory at 480p and above)."""
         self.vae.enable_tiling()
@@ -106,7 +118,7 @@ class One4DPipeline:
     @contextmanager
     def _on_device(self, module):
         """Move ``module`` to the execution device for the block when offloading; a no-op otherwise."""
-        if self._offload_device is None:
+        if self._offload_device is None or (module is self.transformer and self._transformer_placed):
             yield
             return
         module.to(self._offload_device)

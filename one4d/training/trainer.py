@@ -33,8 +33,10 @@ from one4d.models.state import load_trainable_state, save_trainable_state
 
 from . import checkpointing
 from .adapter import JointFlowAdapter
+from one4d.storage import check_precision, enable_fp8_base_storage, storage_dtype
+
 from .builders import (
-    ShardedBatches, build_dataset, build_joint_model, build_objective, encoder_dtype, encoder_settings, step_generator,
+    ShardedBatches, build_dataset, build_joint_model, build_objective, encoder_dtype, encoder_settings, step_generator, torch_dtype,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,10 @@ def check_config(cfg, world_size: int) -> int:
         raise ValueError(f"train.batch_size must be at least 1, got {batch_size}")
     if cfg.launcher.kind not in ("single", "ddp", "deepspeed"):
         raise ValueError(f"launcher.kind must be single, ddp or deepspeed, got {cfg.launcher.kind!r}")
+    if cfg.model.get("base_storage_dtype") and cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3:
+        raise ValueError("model.base_storage_dtype (fp8 base) needs launcher=deepspeed_zero2 or ddp: ZeRO-3 partitions the frozen base itself")
+    if cfg.model.get("base_storage_dtype") and cfg.model.architecture == "base":
+        raise ValueError("model.base_storage_dtype stores a FROZEN base in fp8; model.architecture=base trains every weight: unset it")
     return batch_size
 
 
@@ -89,6 +95,8 @@ class Trainer:
         self.accelerator = self.build_accelerator()
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.batch_size = check_config(cfg, self.world_size)
+        storage = storage_dtype(cfg.model.get("base_storage_dtype"))
+        check_precision(torch_dtype(cfg.model.dtype), self.accelerator.device, storage)
         if self.accelerator.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -110,6 +118,8 @@ class Trainer:
         if self.is_zero3():
             self.register_zero3_external_parameters(self.model)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if storage is not None:  # after prepare: DDP / DeepSpeed broadcast the bf16 weights (gloo has no fp8)
+            enable_fp8_base_storage(self.unwrapped_model(), storage)
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         if cfg.train.report_to:
