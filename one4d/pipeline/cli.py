@@ -55,6 +55,10 @@ def check_settings(cfg: DictConfig) -> None:
             raise ValueError(f"model.{name} {value} does not exist (weights are read from local paths only)")
     if cfg.model.components == "tiny" and cfg.model.preset != "tiny":
         raise ValueError(f"model.components=tiny only fits the tiny preset; give a local diffusers Wan I2V directory for {cfg.model.preset}")
+    from one4d.weights import base_transformer_source
+
+    base_transformer_source(cfg.model.preset, cfg.model.get("transformer"), cfg.model.components,
+                            bool(cfg.model.get("transformer_from_components", False)))
 
 
 def resolve_device(name: str):

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -72,6 +73,11 @@ def check_config(cfg, world_size: int) -> int:
         raise ValueError(f"launcher.kind must be single, ddp or deepspeed, got {cfg.launcher.kind!r}")
     if cfg.model.get("base_storage_dtype") and cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3:
         raise ValueError("model.base_storage_dtype (fp8 base) needs launcher=deepspeed_zero2 or ddp: ZeRO-3 partitions the frozen base itself")
+    if cfg.model.architecture != "base":  # which base will be fine-tuned, before any data or weights are read
+        from one4d.weights import base_transformer_source
+
+        base_transformer_source(cfg.model.preset, cfg.model.get("transformer"), cfg.model.components,
+                                bool(cfg.model.get("transformer_from_components", False)))
     if cfg.model.get("base_storage_dtype") and cfg.model.architecture == "base":
         raise ValueError("model.base_storage_dtype stores a FROZEN base in fp8; model.architecture=base trains every weight: unset it")
     return batch_size
@@ -142,6 +148,7 @@ class Trainer:
             project_dir=str(self.run_dir),
         )
         if launcher.kind == "deepspeed":
+            single_process_environment()
             config = OmegaConf.to_container(launcher.deepspeed, resolve=True)
             config.update(
                 train_micro_batch_size_per_gpu=int(cfg.train.batch_size),
@@ -377,6 +384,19 @@ class Trainer:
             encoders = load_encoders(self.cfg.model.components, dtype=encoder_dtype(self.cfg.model), seed=int(self.cfg.model.components_seed))
             self.adapter.encoders.vae = encoders.vae.to(self.accelerator.device).eval()
         return self.adapter.encoders.vae
+
+
+def single_process_environment() -> None:
+    """Started with plain ``python`` instead of torchrun, DeepSpeed still needs a process group: make it one of one
+    process on this machine (torchrun's variables, which a real launch sets and this leaves alone)."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as probe:  # a free port on loopback for the one-process rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
 def scalar_hparams(cfg) -> dict:
