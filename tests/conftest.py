@@ -3,9 +3,20 @@
 One intra-op thread: the tests run tiny models whose small GEMMs only lose from OpenMP threading, and
 on a shared 2-core machine two threads per process oversubscribe the cores (a tiny training step was
 measured 16x slower). Subprocesses inherit OMP_NUM_THREADS.
+
+DeepSpeed compiles its CPU communication extension at first use, under a lock file. The tests build it in
+their own folder (TORCH_EXTENSIONS_DIR, inherited by the torchrun subprocesses), never the user's shared
+cache, and remove locks left there by an earlier session killed mid-build: nothing else builds in this
+folder, and a stale lock would make every DeepSpeed test hang until its timeout.
 """
 
 import os
+from pathlib import Path
+
+EXTENSIONS = Path(__file__).resolve().parents[1] / ".pytest_cache" / "torch_extensions"
+os.environ["TORCH_EXTENSIONS_DIR"] = str(EXTENSIONS)
+for stale in EXTENSIONS.glob("*/lock"):  # <TORCH_EXTENSIONS_DIR>/<extension>/lock
+    stale.unlink()
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")

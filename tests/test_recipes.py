@@ -120,3 +120,19 @@ def test_tiny_cpu_recipe(clips, tmp_path):
     run([sys.executable, str(ROOT / "scripts" / "train.py"), "experiment=tiny_cpu", *TINY, f"data.roots=[{clips}]",
          f"run_dir={run_dir}", "train.steps=2", "train.checkpoint_every=2", "train.validate_every=2"])
     check_run(run_dir, steps=2, validated=True)
+
+
+def test_deepspeed_start_up_names_the_extension_build_and_a_stale_lock(tmp_path, monkeypatch, caplog):
+    from one4d.training.trainer import announce_extension_build
+
+    assert os.environ["TORCH_EXTENSIONS_DIR"].endswith(os.path.join(".pytest_cache", "torch_extensions"))  # tests' own folder
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    with caplog.at_level("INFO", logger="one4d.training.trainer"):
+        announce_extension_build("deepspeed_shm_comm")
+    assert "the first run compiles it" in caplog.text and str(tmp_path) in caplog.text
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.write_text("")
+    caplog.clear()
+    with caplog.at_level("INFO", logger="one4d.training.trainer"):
+        announce_extension_build("deepspeed_shm_comm")
+    assert "an earlier build was killed" in caplog.text and str(lock) in caplog.text

@@ -161,6 +161,7 @@ class Trainer:
             if not torch.cuda.is_available():
                 # accelerate leaves the backend unset on CPU; gloo makes it count the processes.
                 kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+                announce_extension_build("deepspeed_shm_comm")
         else:
             kwargs["mixed_precision"] = cfg.train.mixed_precision
             kwargs["cpu"] = not torch.cuda.is_available()
@@ -384,6 +385,20 @@ class Trainer:
             encoders = load_encoders(self.cfg.model.components, dtype=encoder_dtype(self.cfg.model), seed=int(self.cfg.model.components_seed))
             self.adapter.encoders.vae = encoders.vae.to(self.accelerator.device).eval()
         return self.adapter.encoders.vae
+
+
+def announce_extension_build(name: str) -> None:
+    """Say what a start-up may wait for: DeepSpeed on the CPU compiles its communication extension at first use,
+    under a lock file in torch's extension folder; a build killed midway leaves the lock and every later start
+    waits on it forever. Name the folder, and warn when a lock is already there."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    folder = Path(_get_build_directory(name, verbose=False))
+    if (folder / "lock").exists():
+        logger.warning("DeepSpeed's %s extension is locked by %s: if start-up hangs here, an earlier build was killed "
+                       "midway; delete that file (TORCH_EXTENSIONS_DIR moves the folder)", name, folder / "lock")
+    else:
+        logger.info("loading DeepSpeed's %s extension from %s (the first run compiles it, about a minute)", name, folder)
 
 
 def single_process_environment() -> None:
