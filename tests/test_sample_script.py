@@ -87,6 +87,7 @@ BAD = {
     "frame count not 4k+1": (["task=full", "input={inputs}/clip.mp4", "num_frames=6"], "4k \\+ 1"),
     "checkpoint of another preset": (
         ["task=single", "input={inputs}/image.png", "model=wan2.1-fun-1.3b-inp", "model.components={inputs}/components",
+         "model.transformer_from_components=true",
          "checkpoint={inputs}/tiny_state"], "another base model"),
     "unwritable output": (["task=single", "input={inputs}/image.png", "out={inputs}/not_a_dir/out"], "cannot be written"),
     "output folder holding other files": (["task=single", "input={inputs}/image.png", "out={inputs}"], "not a One4D output"),

@@ -96,7 +96,11 @@ def dlt_cameras(points: torch.Tensor, centred_pixels: torch.Tensor, weight: torc
     m = pixel_scale[..., None] * p[..., :3] / scale_x[..., None]  # (F, 3, 3)
     m = m * torch.det(m).sign()[:, None, None]  # det(K R) > 0 for a proper rotation
     rows_norm = m.norm(dim=-1)  # (F, 3): f lambda, f lambda, lambda
-    rotation = _nearest_rotation(m / rows_norm[..., None])
+    # A planar frame's null space is 4-D: the solver may return a P with a zero row (seen on AVX512/AMX LAPACK
+    # paths). Its rotation is then meaningless anyway, and the homography replaces it; keep it finite meanwhile.
+    usable = torch.isfinite(m).all(dim=-1).all(dim=-1) & (rows_norm > 0).all(dim=-1)  # (F,)
+    identity = torch.eye(3, dtype=m.dtype, device=m.device).expand_as(m)
+    rotation = _nearest_rotation(torch.where(usable[:, None, None], m / rows_norm.clamp_min(1e-300)[..., None], identity))
     focal, translation = _refit_focal_translation(rotation, points, centred_pixels, weight)
     return rotation, translation, focal
 
