@@ -115,10 +115,11 @@ def test_1_3b_recipe_bf16_ddp_two_processes_with_validation(clips, tmp_path):
     assert cfg["model"]["dtype"] == "bfloat16" and cfg["train"]["mixed_precision"] == "bf16" and cfg["launcher"]["kind"] == "ddp"
 
 
-def test_tiny_cpu_recipe(clips, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_tiny_cpu_recipe(clips, tmp_path, dtype):
     run_dir = tmp_path / "run"
     run([sys.executable, str(ROOT / "scripts" / "train.py"), "experiment=tiny_cpu", *TINY, f"data.roots=[{clips}]",
-         f"run_dir={run_dir}", "train.steps=2", "train.checkpoint_every=2", "train.validate_every=2"])
+         f"run_dir={run_dir}", "train.steps=2", "train.checkpoint_every=2", "train.validate_every=2", f"model.dtype={dtype}"])
     check_run(run_dir, steps=2, validated=True)
 
 
