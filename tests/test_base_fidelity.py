@@ -94,3 +94,27 @@ def test_a_fun_download_as_shipped_is_the_whole_model(fun_folder, tmp_path, monk
     images = (torch.rand(1, 32, 32, 3) * 255).to(torch.uint8).numpy()
     output = pipe(images, [0], 5, num_inference_steps=1, guidance_scale=1.0, output_type="pt", recover_cameras=False, progress=False)
     assert torch.isfinite(output.pointmaps).all()
+
+
+def test_a_pth_of_another_component_is_one_line_from_sample_py(fun_folder, tmp_path):  # noqa: F811
+    """Found only while loading, still bad input: exit 2 and one line naming the file and the expected layout."""
+    from one4d.original_layout import CLIP_FILE
+
+    broken = tmp_path / "Wan2.1-Fun-V1.1-14B-InP"
+    broken.mkdir()
+    for path in fun_folder.iterdir():
+        (broken / path.name).symlink_to(path)
+    (broken / VAE_FILE).unlink()
+    (broken / VAE_FILE).symlink_to(fun_folder / CLIP_FILE)  # the CLIP file where the VAE belongs
+    image = tmp_path / "image.png"
+    import imageio.v2 as imageio
+    import numpy as np
+
+    imageio.imwrite(image, np.zeros((32, 32, 3), np.uint8))
+    command = [sys.executable, str(ROOT / "scripts" / "sample.py"), "task=single", f"input={image}", "model.preset=tiny",
+               f"model.components={broken}", f"out={tmp_path / 'out'}", "steps=1", "progress=false"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and errors[0] == result.stderr.splitlines()[-1], result.stderr[-2000:]
+    assert VAE_FILE in errors[0] and "not Wan2.1's VAE" in errors[0]
+    assert not (tmp_path / "out").exists()

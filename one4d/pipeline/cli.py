@@ -26,6 +26,10 @@ from .outputs import discard, prepare_output_folder, publish, write_outputs
 BAD_INPUT = 2
 
 
+class UnusableWeights(ValueError):
+    """A weight file found only while loading (a .pth of another component, keys of another model)."""
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Plain value checks, one ValueError per problem."""
     if cfg.task not in TASKS:
@@ -98,6 +102,10 @@ def sample(cfg: DictConfig) -> int:
     try:
         summary = run_sampling(cfg, conditions, device, temporary)
         out = publish(temporary, cfg.out)
+    except UnusableWeights as error:  # a weight file that is not what it should be: bad input too
+        discard(temporary)
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return BAD_INPUT
     except BaseException:
         discard(temporary)
         raise
@@ -114,13 +122,16 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
     timings = {}
     start = time.perf_counter()
     model = cfg.model
-    pipe = load_pipeline(
-        preset=model.preset, components=model.components, transformer=model.get("transformer"), state=cfg.checkpoint,
-        architecture=model.architecture, lora_rank=int(model.lora_rank), dtype=model.dtype,
-        seed=int(model.get("components_seed", 0)), scheduler=cfg.scheduler, flow_shift=float(cfg.shift),
-        encoder_dtype=model.get("encoder_dtype"), condition_fill=float(model.get("condition_fill", 0.0)),
-        transformer_from_components=bool(model.get("transformer_from_components", False)),
-    )
+    try:
+        pipe = load_pipeline(
+            preset=model.preset, components=model.components, transformer=model.get("transformer"), state=cfg.checkpoint,
+            architecture=model.architecture, lora_rank=int(model.lora_rank), dtype=model.dtype,
+            seed=int(model.get("components_seed", 0)), scheduler=cfg.scheduler, flow_shift=float(cfg.shift),
+            encoder_dtype=model.get("encoder_dtype"), condition_fill=float(model.get("condition_fill", 0.0)),
+            transformer_from_components=bool(model.get("transformer_from_components", False)),
+        )
+    except ValueError as error:
+        raise UnusableWeights(str(error)) from None
     if model.get("attention_backend"):
         pipe.transformer.set_attention_backend(model.attention_backend)
     storage = storage_dtype(model.get("base_storage_dtype"))
