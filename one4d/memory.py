@@ -2,11 +2,12 @@
 
 Parameters are counted on a meta-device model built from the composed config, at the dtypes the
 trainer and the pipeline store them in (diffusers keeps its ``_keep_in_fp32_modules`` in fp32; fp8
-storage is diffusers' own ``enable_layerwise_casting`` applied to the meta model, so its skip
-patterns are the ones counted). Activations are the tensors autograd saves, term by term in
-:func:`block_saved_bytes` (read off diffusers' ``WanTransformerBlock``, peft's LoRA ``Linear`` and
-torch's SDPA and norm kernels), plus the transients of one block. ``tests/test_memory.py`` checks
-the whole estimate against the measured peak of a real training step on the CPU.
+storage is ``one4d.storage``'s, i.e. diffusers' ``enable_layerwise_casting``, applied to the meta
+model, so its skip patterns are the ones counted). Activations are the tensors autograd saves, term
+by term in :func:`block_saved_bytes` (read off diffusers' ``WanTransformerBlock``, peft's LoRA
+``Linear`` and torch's SDPA and norm kernels), plus the transients of one block. ``tests/test_memory.py``
+checks that sum against autograd's saved tensors exactly, and the whole estimate against the measured
+peak of a real training step and of a sampling forward on the CPU.
 
 Not modelled: the CUDA context and NCCL buffers (about 0.5-1 GiB), allocator caching and
 fragmentation (often 5-15 %), attention-kernel workspaces, bf16 autocast under DDP
@@ -29,7 +30,6 @@ from one4d.models.dlc import One4DTransformer
 
 GiB = 2**30
 FP32 = 4
-FP8 = torch.float8_e4m3fn
 VAE_SPATIAL_FACTOR = 8  # Wan VAE: x8 in space (x4 in time)
 CLIP_IMAGE_TOKENS = 257  # Wan2.1 I2V's CLIP ViT-H/14 at 224 px: 16 x 16 patches + the class token
 LATENT_CHANNELS = 16
@@ -72,6 +72,7 @@ class Shapes:
     latent_numel: int  # B x 16 x f x h x w: one modality's latents
     in_channels: int  # of the RGB input: noisy latents 16 + UMC mask 4 + condition latents 16
     rope_bytes: int  # element size of the RoPE tables (diffusers keeps them fp32)
+    fused_rms_norm: bool  # CUDA: torch's fused RMSNorm keeps its input as is; CPU: the composite keeps an fp32 copy
 
     @property
     def cast(self) -> bool:
@@ -90,7 +91,7 @@ class ParameterBytes:
     buffer_bytes: int
     block_frozen_bytes: int  # the largest transformer block's frozen weights
     blocks_frozen_bytes: int  # all blocks' frozen weights
-    largest_linear_numel: int  # the largest frozen Linear weight (fp8 storage upcasts one at a time)
+    largest_fp8_numel: int  # the largest weight stored in 1 byte (upcast one at a time for compute); 0 without fp8
     block_trainable_numel: int  # the largest block's trainables (its LoRA)
     layer_trainable_numel: tuple[int, ...]  # per DLC layer: the block's LoRA plus that layer's link
     blocks_trainable_numel: int  # all LoRA weights (they live inside the blocks)
@@ -100,15 +101,17 @@ class ParameterBytes:
 
 
 def build_meta_model(model_cfg, fp8: bool = False):
-    """The configured DLC model on the meta device (no memory); ``fp8`` stores the frozen base like
-    ``enable_layerwise_casting(float8_e4m3fn)``: block Linears in fp8, diffusers' default skips at their dtype."""
-    from one4d.training.builders import build_joint_model, torch_dtype
+    """The configured DLC model on the meta device (no memory); ``fp8`` stores the frozen base as the trainer and the
+    pipeline do (``one4d.storage``: diffusers' layerwise casting, block Linears in ``model.base_storage_dtype`` or
+    float8_e4m3fn, diffusers' default skips and the LoRA at their dtypes)."""
+    from one4d.storage import enable_fp8_base_storage, storage_dtype
+    from one4d.training.builders import build_joint_model
 
     model = build_joint_model(model_cfg, device="meta")
     if not isinstance(model, One4DTransformer):
         raise ValueError(f"the memory model covers DLC (two token streams) only, got model.architecture={model_cfg.architecture!r}")
     if fp8:
-        model.base.enable_layerwise_casting(storage_dtype=FP8, compute_dtype=torch_dtype(model_cfg.dtype))
+        enable_fp8_base_storage(model, storage_dtype(model_cfg.get("base_storage_dtype") or "float8_e4m3fn"))
     return model
 
 
@@ -136,7 +139,7 @@ def count_parameters(model) -> ParameterBytes:
         buffer_bytes=sum(_nbytes(b) for b in model.buffers()),
         block_frozen_bytes=max(block_frozen),
         blocks_frozen_bytes=sum(block_frozen),
-        largest_linear_numel=max(m.weight.numel() for m in model.base.modules() if isinstance(m, torch.nn.Linear)),
+        largest_fp8_numel=max((p.numel() for p in frozen if p.element_size() == 1), default=0),
         block_trainable_numel=max(block_trainable),
         layer_trainable_numel=layer_trainable,
         blocks_trainable_numel=sum(block_trainable),
@@ -162,20 +165,22 @@ def count_image_tokens(model_cfg, model) -> int:
     if model.base.condition_embedder.image_embedder is None:
         return 0
     components = OmegaConf.select(model_cfg, "components", throw_on_missing=False)
+    config_file = Path(str(components)) / "image_encoder" / "config.json"
     if components == "tiny" and model_cfg.preset == "tiny":
         from one4d.components import build_image_encoder
 
-        config = build_image_encoder(model_cfg.preset).config
-    elif components and (Path(components) / "image_encoder" / "config.json").is_file():
-        config = json.loads((Path(components) / "image_encoder" / "config.json").read_text())
-        config = type("Config", (), config.get("vision_config", config))
+        vision = build_image_encoder(model_cfg.preset)[0].config.to_dict()
+    elif components and config_file.is_file():
+        vision = json.loads(config_file.read_text())
+        vision = vision.get("vision_config", vision)
     else:
         return CLIP_IMAGE_TOKENS
-    return (config.image_size // config.patch_size) ** 2 + 1
+    return (vision["image_size"] // vision["patch_size"]) ** 2 + 1
 
 
-def shapes(model, batch: int, frames: int, height: int, width: int, rank: int, image_tokens: int, act_bytes: int) -> Shapes:
-    """Token counts of a clip of ``frames`` x ``height`` x ``width`` pixels for this model."""
+def shapes(model, batch: int, frames: int, height: int, width: int, rank: int, image_tokens: int, act_bytes: int,
+           device: str = "cuda") -> Shapes:
+    """Token counts of a clip of ``frames`` x ``height`` x ``width`` pixels for this model, run on ``device``."""
     config = model.base.config
     p_t, p_h, p_w = config.patch_size
     if (frames - 1) % VAE_TEMPORAL_FACTOR or height % (VAE_SPATIAL_FACTOR * p_h) or width % (VAE_SPATIAL_FACTOR * p_w):
@@ -187,6 +192,7 @@ def shapes(model, batch: int, frames: int, height: int, width: int, rank: int, i
         heads=config.num_attention_heads, head_dim=config.attention_head_dim, rank=rank, text_tokens=TEXT_TOKENS,
         image_tokens=image_tokens, act_bytes=act_bytes, latent_numel=batch * LATENT_CHANNELS * latent[0] * latent[1] * latent[2],
         in_channels=config.in_channels, rope_bytes=model.base.rope.freqs_cos.element_size(),
+        fused_rms_norm=torch.device(device).type == "cuda",
     )
 
 
@@ -204,14 +210,15 @@ def block_saved_bytes(s: Shapes, input_saved_elsewhere: bool = True) -> int:
     a, f, D = s.act_bytes, FP32, s.dim
     copy = D * f if s.cast else 0  # an fp32 copy of a (B, L, D) activation
     stats = 2 * f  # LayerNorm mean and rstd
+    rms = D * (a if s.fused_rms_norm else f) + f  # RMSNorm (norm_q, norm_k): its input, or an fp32 copy, and rstd
     per_token = (
         (D * f if s.cast or not input_saved_elsewhere else 0) + stats  # norm1 (FP32LayerNorm) input
         + (3 * D * f if s.cast else D * f)  # attn1 to_q, to_k, to_v LoRA inputs
-        + 2 * (D * f + f)  # norm_q, norm_k: RMSNorm keeps an fp32 input and rstd
+        + 2 * rms  # attn1 norm_q, norm_k
         + 4 * D * a + s.heads * f  # self-attention SDPA: rotated q and k, v, output, logsumexp
         + copy  # attn1 to_out LoRA input (with fp32 activations: the SDPA output itself)
         + D * f + stats  # norm2 input
-        + D * f + D * f + f  # attn2 to_q LoRA input, norm_q
+        + D * f + rms  # attn2 to_q LoRA input, norm_q
         + 3 * D * a + 2 * s.heads * f  # text and image SDPA: the shared query, two outputs, two logsumexps
         + D * f  # attn2 to_out LoRA input
         + D * f + stats  # norm3 input
@@ -219,7 +226,7 @@ def block_saved_bytes(s: Shapes, input_saved_elsewhere: bool = True) -> int:
         + 8 * s.rank * f  # rank-r hiddens of the 8 LoRA Linears on video tokens
     )
     # Per text or image token: to_k / to_v (add_k / add_v) LoRA inputs and hiddens, norm_k, SDPA key and value.
-    per_context_token = (2 * D * f if s.cast else 0) + 2 * s.rank * f + D * f + f + 2 * D * a
+    per_context_token = (2 * D * f if s.cast else 0) + 2 * s.rank * f + rms + 2 * D * a
     modulation = 8 * D * f  # the (B, 6, D) fp32 modulation and two (1 + scale) factors
     return s.batch * (s.tokens * per_token + (s.text_tokens + s.image_tokens) * per_context_token + modulation)
 
@@ -306,7 +313,7 @@ def _recipe(cfg, s: Shapes, fp8: bool) -> str:
     model = cfg.model
     storage = " stored in fp8" if fp8 else ""
     return (f"{model.preset} {model.architecture} r{model.lora_rank}, base {model.dtype}{storage}, "
-            f"{cfg.data.num_frames}x{cfg.data.height}x{cfg.data.width} ({s.tokens:,} tokens/branch), batch {s.batch}")
+            f"{cfg.data.num_frames}x{cfg.data.height}x{cfg.data.width} ({s.tokens:,} tokens/branch)")
 
 
 def _fp8_requested(cfg, fp8: bool | None) -> bool:
@@ -315,7 +322,8 @@ def _fp8_requested(cfg, fp8: bool | None) -> bool:
     return str(OmegaConf.select(cfg, "model.base_storage_dtype", default=None)).startswith("float8")
 
 
-def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, image_token_count: int | None = None) -> MemoryEstimate:
+def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, image_token_count: int | None = None,
+                             device: str = "cuda") -> MemoryEstimate:
     """Peak memory per GPU of one training micro-step of ``cfg`` (a composed train config) on ``world_size`` processes.
 
     single / DDP: parameters, fp32 gradients and AdamW states whole on every GPU (DDP adds its flat gradient
@@ -325,6 +333,7 @@ def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, 
     ``stage3_param_persistence_threshold`` elements; its fp32 partition is the optimizer's master (no copy); one
     block is gathered at a time. ``fp8``: frozen base stored in float8_e4m3fn (default: ``model.base_storage_dtype``).
     The peak is the larger of the backward peak and the optimizer step (all gradients, AdamW's temporaries).
+    ``device``: "cuda", or "cpu" where torch's RMSNorm keeps an fp32 copy of its input (the CPU test's case).
     """
     from one4d.training.builders import torch_dtype
     from one4d.training.trainer import check_config
@@ -336,7 +345,7 @@ def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, 
     tokens = count_image_tokens(cfg.model, model) if image_token_count is None else image_token_count
     act_bytes = torch_dtype(cfg.model.dtype).itemsize
     s = shapes(model, batch, int(cfg.data.num_frames), int(cfg.data.height), int(cfg.data.width),
-               int(cfg.model.lora_rank), tokens, act_bytes)
+               int(cfg.model.lora_rank), tokens, act_bytes, device)
     kind, W, T = cfg.launcher.kind, world_size, n.trainable_numel
     zero = OmegaConf.to_container(cfg.launcher.deepspeed.zero_optimization, resolve=True) if kind == "deepspeed" else {}
     stage = int(zero.get("stage", 0))
@@ -385,9 +394,10 @@ def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, 
     activations, written_grads = training_activation_peak(
         s, list(model.link_layers), len(model.base.blocks), bool(cfg.train.gradient_checkpointing), written)
     if fp8:
-        activations += n.largest_linear_numel * act_bytes  # the Linear upcast for its forward or backward
+        activations += n.largest_fp8_numel * act_bytes  # the weight upcast for its forward or backward
         notes.append("fp8: block Linear weights at 1 byte, upcast one Linear at a time" +
-                     ("; ZeRO-3 partitioning fp8 weights is untested" if stage == 3 else ""))
+                     ("; hypothetical: the trainer refuses fp8 with ZeRO-3, which partitions the frozen base itself"
+                      if stage == 3 else ""))
     if resident_grads + head_grads + written_grads + activations >= step_grads + step_temporaries:
         gradients = resident_grads + head_grads + written_grads
     else:
@@ -397,11 +407,11 @@ def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, 
              "optimizer states": optimizer, "activations": activations, "engine buffers": engine}
     launcher = {"single": "one process", "ddp": f"DDP x {W}"}.get(kind, f"ZeRO-{stage} x {W}")
     checkpointing = "checkpointing" if cfg.train.gradient_checkpointing else "no checkpointing"
-    return MemoryEstimate(f"train: {_recipe(cfg, s, fp8)}, {checkpointing}, {launcher}", parts, notes)
+    return MemoryEstimate(f"train: {_recipe(cfg, s, fp8)}, batch {s.batch}/GPU, {checkpointing}, {launcher}", parts, notes)
 
 
 def estimate_sampling_memory(cfg, fp8: bool | None = None, group_offload: bool = False, use_stream: bool = True,
-                             guidance: bool = True, image_token_count: int | None = None) -> MemoryEstimate:
+                             guidance: bool = True, image_token_count: int | None = None, device: str = "cuda") -> MemoryEstimate:
     """Peak memory of the denoising loop on one GPU for a clip of ``cfg.data``'s size (one batched DLC forward per step).
 
     Weights: the frozen base at its storage dtype, or with block-level group offload only the non-block modules and
@@ -417,7 +427,7 @@ def estimate_sampling_memory(cfg, fp8: bool | None = None, group_offload: bool =
     n = count_parameters(model)
     tokens = count_image_tokens(cfg.model, model) if image_token_count is None else image_token_count
     s = shapes(model, 2 if guidance else 1, int(cfg.data.num_frames), int(cfg.data.height), int(cfg.data.width),
-               int(cfg.model.lora_rank), tokens, torch_dtype(cfg.model.dtype).itemsize)
+               int(cfg.model.lora_rank), tokens, torch_dtype(cfg.model.dtype).itemsize, device)
     notes = ["UMT5, CLIP and the VAE not counted: offloaded (memory.cpu_offload=true) outside the denoising loop"]
     frozen, trainable = n.frozen_bytes + n.buffer_bytes, FP32 * n.trainable_numel
     if group_offload:
@@ -425,7 +435,55 @@ def estimate_sampling_memory(cfg, fp8: bool | None = None, group_offload: bool =
         frozen = n.frozen_bytes - n.blocks_frozen_bytes + blocks * n.block_frozen_bytes + n.buffer_bytes
         trainable = FP32 * (n.trainable_numel - n.blocks_trainable_numel + blocks * n.block_trainable_numel)
         notes.append(f"block-level group offload: {blocks} block(s) resident, the rest in pinned CPU memory")
-    activations = sampling_activation_bytes(s) + (n.largest_linear_numel * s.act_bytes if fp8 else 0)
+    activations = sampling_activation_bytes(s) + n.largest_fp8_numel * s.act_bytes
     parts = {"frozen base": frozen, "trainable weights": trainable, "activations": activations}
     offload = ", group offload" if group_offload else ""
-    return MemoryEstimate(f"sample: {_recipe(cfg, s, fp8)}{offload}, CFG batch {s.batch}", parts, notes)
+    guided = "batch 2 (CFG)" if guidance else "batch 1 (no CFG)"
+    return MemoryEstimate(f"sample: {_recipe(cfg, s, fp8)}, {guided}{offload}", parts, notes)
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+GPU_SIZES_GB = (80, 48, 24)
+HEADROOM = 0.9  # of a card's memory for the model: CUDA context, NCCL and allocator fragmentation are not modelled
+
+
+def fits(estimate: MemoryEstimate, gigabytes: int) -> str:
+    """"yes" within 90 % of an N GB card (taken as N GiB, what the driver reports), "tight" up to 100 %, else "no"."""
+    used = estimate.total / (gigabytes * GiB)
+    return "yes" if used <= HEADROOM else "tight" if used <= 1 else "no"
+
+
+def memory_table(rows: list[tuple[str, MemoryEstimate]]) -> str:
+    """A markdown table: one row per labelled estimate, its parts and total in GiB, and whether it fits 80 / 48 / 24 GB."""
+    parts = list(dict.fromkeys(name for _, estimate in rows for name in estimate.parts))
+    header = ["recipe (per GPU)", *parts, "total", *(f"{size} GB" for size in GPU_SIZES_GB)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(parts) + 1) + ":---:|" * len(GPU_SIZES_GB)]
+    for label, estimate in rows:
+        cells = [f"{estimate.parts[name] / GiB:.2f}" if name in estimate.parts else "-" for name in parts]
+        verdicts = [fits(estimate, size) for size in GPU_SIZES_GB]
+        lines.append("| " + " | ".join([label, *cells, f"**{estimate.total / GiB:.2f}**", *verdicts]) + " |")
+    return "\n".join(lines)
+
+
+def recipe_table(overrides: list[str], world_size: int = 8) -> str:
+    """The standard comparison for a train config (e.g. ``experiment=one4d_14b``): training under ZeRO-2 and ZeRO-3 on
+    ``world_size`` GPUs with the base in ``model.dtype`` or fp8, and sampling with the base resident (``model.dtype``,
+    fp8) or block-level group offloaded, each as a row of :func:`memory_table`."""
+    from one4d.training.testing import compose_train_config
+
+    rows = []
+    for stage in (2, 3):
+        cfg = compose_train_config([*overrides, f"launcher=deepspeed_zero{stage}"])
+        for fp8 in (False, True):
+            storage = "fp8" if fp8 else cfg.model.dtype
+            refused = " (hypothetical: the trainer refuses fp8 with ZeRO-3)" if fp8 and stage == 3 else ""
+            rows.append((f"train, ZeRO-{stage} x {world_size}, {storage} base{refused}",
+                         estimate_training_memory(cfg, world_size, fp8=fp8)))
+    cfg = compose_train_config(list(overrides))
+    for offload in (False, True):
+        for fp8 in (False, True):
+            where = "group offload (2 blocks)" if offload else "resident"
+            rows.append((f"sample, {where}, {'fp8' if fp8 else cfg.model.dtype} base",
+                         estimate_sampling_memory(cfg, fp8=fp8, group_offload=offload)))
+    return memory_table(rows)
