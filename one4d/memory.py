@@ -285,11 +285,15 @@ def training_activation_peak(s: Shapes, link_layers: list[int], num_layers: int,
     grads = list(layer_grad_bytes) or [0] * num_layers
     transient = max(block_forward_transient_bytes(s), block_backward_transient_bytes(s))
     fixed = resident_inputs_bytes(s) + head_saved_bytes(s) + transient
-    checkpoint = 2 * s.batch * s.tokens * s.dim * s.act_bytes  # the two branches' inputs of one layer
+    stream = s.batch * s.tokens * s.dim * s.act_bytes  # one branch's (B, L, D) token stream
     best = (0, 0)
     for i in range(num_layers):
         if checkpointing:
-            held = (i + 1) * checkpoint + layer_saved_bytes(s, i in links)
+            # One checkpoint per branch (one4d.models.dlc): each layer keeps both branches' inputs, and at a link
+            # layer also the RGB block's output (an input of the XYZ-and-link checkpoint); backward recomputes one
+            # branch at a time, the XYZ one with its link.
+            inputs = sum(2 * stream + (stream if j in links else 0) for j in range(i + 1))
+            held = inputs + block_saved_bytes(s) + (link_saved_bytes(s) if i in links else 0)
         else:
             held = sum(layer_saved_bytes(s, j in links, input_saved_elsewhere=False) for j in range(i + 1))
         written = sum(grads[i + 1:])

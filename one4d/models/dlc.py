@@ -91,19 +91,28 @@ class One4DTransformer(JointWanModel):
     def _layer(self, index, z_rgb, z_xyz, context, timestep_proj, rotary_emb):
         """One base block per branch with its own adapter, then the control link if this block has one.
 
-        The adapter switch is inside this function, so a checkpointed recomputation uses the same adapter.
-        The frozen projections of the shared context are computed by the first branch and reused by the second.
+        Under activation checkpointing each branch is its own checkpoint (the link runs inside the XYZ one), so
+        backward recomputes one branch's block at a time: half the recomputed activations of checkpointing the
+        whole layer, the same FLOPs and exactly the same gradients. The frozen projections of the shared context
+        are computed by the first branch and reused by the second (forward only; a recomputation computes its own).
         """
-        block, layers = self.base.blocks[index], self._block_lora[index]
         with self._context_sharing.layer(index):
-            activate_adapter(layers, "rgb")
-            z_rgb = block(z_rgb, context, timestep_proj, rotary_emb)  # (B, L, D)
-            activate_adapter(layers, "xyz")
-            z_xyz = block(z_xyz, context, timestep_proj, rotary_emb)  # (B, L, D)
-        link = self.links[str(index)] if str(index) in self.links else None
-        if link is not None:
-            z_rgb, z_xyz = link(z_rgb, z_xyz)
+            z_rgb = self._run(self._branch, index, "rgb", z_rgb, context, timestep_proj, rotary_emb)  # (B, L, D)
+            if str(index) in self.links:
+                z_rgb, z_xyz = self._run(self._xyz_branch_and_link, index, z_rgb, z_xyz, context, timestep_proj, rotary_emb)
+            else:
+                z_xyz = self._run(self._branch, index, "xyz", z_xyz, context, timestep_proj, rotary_emb)  # (B, L, D)
         return z_rgb, z_xyz
+
+    def _branch(self, index, branch, z, context, timestep_proj, rotary_emb):
+        """Block ``index`` with ``branch``'s adapter; the switch is inside, so a recomputation uses the same adapter."""
+        activate_adapter(self._block_lora[index], branch)
+        return self.base.blocks[index](z, context, timestep_proj, rotary_emb)  # (B, L, D)
+
+    def _xyz_branch_and_link(self, index, z_rgb, z_xyz, context, timestep_proj, rotary_emb):
+        """The XYZ block, then the link from both branches' pre-link features (eq. 9)."""
+        z_xyz = self._branch(index, "xyz", z_xyz, context, timestep_proj, rotary_emb)
+        return self.links[str(index)](z_rgb, z_xyz)
 
     def forward(self, rgb_input, xyz_input, timestep, encoder_hidden_states, encoder_hidden_states_image=None):
         self.check_inputs(rgb_input, xyz_input, timestep, encoder_hidden_states, encoder_hidden_states_image)
@@ -114,7 +123,7 @@ class One4DTransformer(JointWanModel):
         z_xyz = self.to_tokens(self.embed_patches(self.xyz_patch_embedding, xyz_input))  # (B, L, D)
         z_xyz = z_xyz.to(z_rgb.dtype)
         for index in range(len(self.base.blocks)):
-            z_rgb, z_xyz = self._run(self._layer, index, z_rgb, z_xyz, context, timestep_proj, rotary_emb)
+            z_rgb, z_xyz = self._layer(index, z_rgb, z_xyz, context, timestep_proj, rotary_emb)
         rgb_pred = self.output_head(z_rgb, temb, self.base.proj_out, grid)  # (B, 16, f, h, w)
         xyz_pred = self.output_head(z_xyz, temb, self.xyz_proj_out, grid)  # (B, 16, f, h, w)
         return rgb_pred, xyz_pred
