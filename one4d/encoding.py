@@ -147,6 +147,8 @@ def load_encoders(components: str, dtype: torch.dtype | None = None, seed: int =
     from one4d.original_layout import is_original_layout_folder, load_original_components
 
     names = ("tokenizer", "text_encoder", "image_encoder", "image_processor")
+    if not components:
+        raise ValueError("model.components is not set: give the Wan2.1-Fun folder or a diffusers Wan2.1 I2V directory")
     if components == "tiny":
         from one4d.components import build_tiny_components
 

@@ -262,6 +262,9 @@ def base_transformer_source(preset: str, transformer: str | None, components: st
     transformer, so it serves as both. A diffusers Wan I2V directory does not: for the Fun presets its
     ``transformer/`` is taken only with ``from_components`` (``model.transformer_from_components=true``).
     """
+    if not components or (components == "tiny" and preset in FUN_PRESETS):
+        raise ValueError(f"preset {preset} needs model.components=<the Wan2.1-Fun folder as downloaded, or a diffusers "
+                         f"Wan2.1 I2V directory> (README \"Weights\"); the tiny random components fit only the tiny presets")
     if transformer:
         return transformer
     if components == "tiny":

@@ -69,6 +69,10 @@ def test_a_fun_preset_never_takes_a_diffusers_i2v_transformer_silently(wan_dir, 
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "experiment=one4d_14b", f"model.components={wan_dir}",
                              "data.roots=[nowhere]", f"run_dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "needs model.transformer=" in result.stderr.splitlines()[-1]
+    # no components at all: the 14B preset must not fall back to the tiny random stand-ins
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "experiment=one4d_14b", "data.roots=[nowhere]",
+                             f"run_dir={tmp_path / 'run2'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "needs model.components=" in result.stderr.splitlines()[-1]
     # explicitly asked for: the directory's transformer is the base
     from one4d.weights import base_transformer_source
 

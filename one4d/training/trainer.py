@@ -73,11 +73,6 @@ def check_config(cfg, world_size: int) -> int:
         raise ValueError(f"launcher.kind must be single, ddp or deepspeed, got {cfg.launcher.kind!r}")
     if cfg.model.get("base_storage_dtype") and cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3:
         raise ValueError("model.base_storage_dtype (fp8 base) needs launcher=deepspeed_zero2 or ddp: ZeRO-3 partitions the frozen base itself")
-    if cfg.model.architecture != "base":  # which base will be fine-tuned, before any data or weights are read
-        from one4d.weights import base_transformer_source
-
-        base_transformer_source(cfg.model.preset, cfg.model.get("transformer"), cfg.model.components,
-                                bool(cfg.model.get("transformer_from_components", False)))
     if cfg.model.get("base_storage_dtype") and cfg.model.architecture == "base":
         raise ValueError("model.base_storage_dtype stores a FROZEN base in fp8; model.architecture=base trains every weight: unset it")
     return batch_size
@@ -101,6 +96,11 @@ class Trainer:
         self.accelerator = self.build_accelerator()
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.batch_size = check_config(cfg, self.world_size)
+        if cfg.model.architecture != "base":  # which base will be fine-tuned, before any data or weights are read
+            from one4d.weights import base_transformer_source
+
+            base_transformer_source(cfg.model.preset, cfg.model.get("transformer"), cfg.model.components,
+                                    bool(cfg.model.get("transformer_from_components", False)))
         storage = storage_dtype(cfg.model.get("base_storage_dtype"))
         check_precision(torch_dtype(cfg.model.dtype), self.accelerator.device, storage)
         if self.accelerator.is_main_process:
