@@ -162,10 +162,12 @@ def load_encoders(components: str, dtype: torch.dtype | None = None, seed: int =
         parts = load_diffusers_components(components, dtype=dtype, components=names)
         parts.update(load_diffusers_components(components, dtype=torch.float32, components=("vae",)))
     encoders = Encoders(**{key: parts[key] for key in ("vae", *names)})
-    if dtype is not None:
+    if dtype is not None:  # the tiny stand-ins are built in fp32; loaded encoders already are in dtype
+        from one4d.storage import cast_like_from_pretrained
+
         for module in (encoders.text_encoder, encoders.image_encoder):
             if module is not None:
-                module.to(dtype)
+                cast_like_from_pretrained(module, dtype)
     return encoders
 
 

@@ -26,7 +26,8 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
-from one4d.weights import _existing_path, _some, read_original_state_dict
+from one4d.storage import cast_like_from_pretrained
+from one4d.weights import assign_checked, existing_path, read_original_state_dict
 
 VAE_FILE = "Wan2.1_VAE.pth"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
@@ -128,7 +129,7 @@ def load_original_vae(path: str | Path, config: dict | None = None) -> Autoencod
     with init_empty_weights():
         model = AutoencoderKLWan.from_config(config or {})
     layout = "Wan2.1's WanVAE_ (wan/modules/vae.py) renamed by diffusers' convert_wan_vae_to_diffusers"
-    return _assign(model, convert_wan_vae_to_diffusers(state_dict), path, layout).float().eval()
+    return assign_checked(model, convert_wan_vae_to_diffusers(state_dict), path, layout).float().eval()
 
 
 def load_original_umt5(
@@ -140,16 +141,16 @@ def load_original_umt5(
     (``fc1(x) * gelu(gate(x))`` = ``wi_1(x) * gelu_new(wi_0(x))``), unscaled attention with a per-layer
     bidirectional relative bias (32 buckets, max distance 128), no embedding scale. Differences: Wan
     replaces masked scores with the dtype minimum where HF's eager path adds it (equal after softmax);
-    Wan's softmax runs in float32 where HF's eager one runs in the model dtype; ``from_pretrained`` would
-    keep ``wo`` in fp32 (``_keep_in_fp32_modules``) while Wan, and this loader, cast it with the rest.
+    Wan's softmax runs in float32 where HF's eager one runs in the model dtype; under fp16 ``wo`` stays
+    fp32 as ``from_pretrained`` keeps it (``_keep_in_fp32_modules``; fp16 overflows there), where Wan casts it.
     """
     state_dict = _read_checked(path, "token_embedding.weight", "Wan's UMT5 encoder")
     with init_empty_weights():
         model = UMT5EncoderModel(config or umt5_xxl_config())
     layout = "Wan2.1's T5Encoder (wan/modules/t5.py, umt5-xxl) for this config"
-    model = _assign(model, convert_umt5_to_transformers(state_dict), path, layout)
+    model = assign_checked(model, convert_umt5_to_transformers(state_dict), path, layout)
     model.tie_weights()  # assignment gave shared and encoder.embed_tokens separate Parameters of one tensor
-    return (model if dtype is None else model.to(dtype)).eval()
+    return (model if dtype is None else cast_like_from_pretrained(model, dtype)).eval()
 
 
 def load_original_clip(
@@ -169,7 +170,7 @@ def load_original_clip(
     with init_empty_weights():  # position_ids (a buffer) stays real
         model = CLIPVisionModelWithProjection(config)
     layout = "Wan2.1's XLMRobertaCLIP visual.* (wan/modules/clip.py) for this config"
-    model = _assign(model, convert_clip_to_transformers(state_dict), path, layout)
+    model = assign_checked(model, convert_clip_to_transformers(state_dict), path, layout)
     return (model if dtype is None else model.to(dtype)).eval(), wan_clip_image_processor(config.image_size)
 
 
@@ -194,25 +195,6 @@ def _read_checked(path: str | Path, key: str, component: str) -> dict[str, torch
     return state_dict
 
 
-def _assign(model: torch.nn.Module, state_dict: dict, path: str | Path, layout: str) -> torch.nn.Module:
-    """Give a model built on meta the file's tensors, after checking every key and shape."""
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key in state_dict and state_dict[key].shape != tensor.shape:
-            raise ValueError(
-                f"{path} does not fit the config: {key} is {tuple(state_dict[key].shape)} in the file "
-                f"but {tuple(tensor.shape)} in the model (expected {layout})"
-            )
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} is not {layout}: missing keys {_some(missing)}, unexpected keys {_some(unexpected)} (names after conversion)"
-        )
-    model.load_state_dict(state_dict, assign=True)
-    return model
-
-
 def is_original_layout_folder(folder: str | Path) -> bool:
     """Whether ``folder`` holds any encoder file of the original Wan / VideoX-Fun layout."""
     folder = Path(folder)
@@ -231,7 +213,7 @@ def load_original_components(
     ``configs`` may replace the real sizes per component ("vae": dict, "text_encoder": UMT5Config,
     "image_encoder": CLIPVisionConfig), e.g. for tiny test folders. Only local files are read.
     """
-    folder, configs = _existing_path(folder), configs or {}
+    folder, configs = existing_path(folder), configs or {}
     unknown = [name for name in components if name not in ORIGINAL_COMPONENTS]
     if unknown:
         raise ValueError(f"unknown components {unknown}; expected some of {list(ORIGINAL_COMPONENTS)}")

@@ -21,10 +21,34 @@ pipeline, never inside ``one4d.models``:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 STORAGE_DTYPES = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    """A config's compute dtype name (``model.dtype``, ``model.encoder_dtype``) -> the torch dtype."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def cast_like_from_pretrained(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model.to(dtype)`` as transformers' ``from_pretrained(dtype=float16)`` would leave it: its
+    ``_keep_in_fp32_modules`` (UMT5's ``wo``, which overflows in fp16) stay fp32 under fp16."""
+    model.to(dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or ()
+    if dtype == torch.float16 and keep:
+        for name, module in model.named_modules():
+            if name.split(".")[-1] in keep:
+                module.to(torch.float32)
+    return model
 
 
 def storage_dtype(name: str | None) -> torch.dtype | None:
@@ -37,15 +61,19 @@ def storage_dtype(name: str | None) -> torch.dtype | None:
 
 
 def check_precision(dtype: torch.dtype, device: str | torch.device, storage: torch.dtype | None = None) -> None:
-    """Refuse, with one line saying what to use instead, a compute or storage dtype the device cannot run."""
+    """Refuse, with one line saying what to use instead, a compute or storage dtype the device cannot run.
+
+    A CUDA GPU without bf16 arithmetic (before Ampere) is refused. A CPU runs bf16 and fp16 either natively
+    (AVX512-BF16 / AMX, AVX512-FP16) or emulated, correct but slow: the latter gets one warning line.
+    """
     device = torch.device(device)
-    if dtype == torch.bfloat16:
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
-            raise ValueError(f"{torch.cuda.get_device_name(device)} has no bf16 arithmetic: use model.dtype=float16 (or float32)")
-        if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            raise ValueError("this CPU has no bf16 instructions (AVX512-BF16 / AMX): use model.dtype=float32")
-    if dtype == torch.float16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_fp16_supported():
-        raise ValueError("this CPU has no fp16 instructions (AVX512-FP16 / AMX-FP16): use model.dtype=float32")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bf16 arithmetic: use model.dtype=float16 (or float32)")
+    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported() if dtype == torch.bfloat16 else torch.ops.mkldnn._is_mkldnn_fp16_supported()
+        if not native:
+            warnings.warn(f"this CPU has no {dtype} instructions: it runs emulated and slowly; model.dtype=float32 is faster here",
+                          stacklevel=2)
     if storage is not None:
         if dtype == torch.float32:
             raise ValueError("fp8 base storage computes in model.dtype: use model.dtype=bfloat16 with it")

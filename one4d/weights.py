@@ -69,7 +69,7 @@ def load_diffusers_components(
     ``dtype`` applies to the models (transformer, vae, text_encoder, image_encoder); tokenizer,
     image processor and scheduler have none. Only local files are read.
     """
-    folder = _existing_path(folder)
+    folder = existing_path(folder)
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         raise ValueError(f"{folder} is not a diffusers pipeline directory: it has no model_index.json")
@@ -119,7 +119,7 @@ def read_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     ``model.safetensors.index.json``) when it has one, otherwise every ``*.safetensors`` in it.
     Pickled files are read with ``torch.load(weights_only=True)``: a pickle that would run code is refused.
     """
-    path = _existing_path(path)
+    path = existing_path(path)
     if path.is_dir():
         return _read_safetensors_folder(path)
     if path.suffix == ".safetensors":
@@ -189,21 +189,7 @@ def load_original_wan_transformer(
     with init_empty_weights():  # parameters on meta; the RoPE buffers (not in checkpoints) stay real
         model = WanTransformer3DModel.from_config(config)
 
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key in state_dict and state_dict[key].shape != tensor.shape:
-            raise ValueError(
-                f"{path} does not fit the transformer config: {key} has shape {tuple(state_dict[key].shape)} "
-                f"in the checkpoint but {tuple(tensor.shape)} in the config; pick the preset of this checkpoint"
-            )
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} does not fit the transformer config: missing keys {_some(missing)}, "
-            f"unexpected keys {_some(unexpected)} (diffusers names after conversion)"
-        )
-    model.load_state_dict(state_dict, assign=True)
+    assign_checked(model, state_dict, path, "the transformer of this preset's config: pick the preset of this checkpoint")
     del state_dict  # the model now holds the only reference, so a cast below replaces tensors one by one
     if dtype is not None:
         cast_keeping_fp32_modules(model, dtype)
@@ -213,7 +199,7 @@ def load_original_wan_transformer(
 def _transformer_config(config: dict | str | Path) -> dict:
     if isinstance(config, dict):
         return config
-    path = _existing_path(config)
+    path = existing_path(config)
     config_file = path / "config.json" if path.is_dir() else path
     if not config_file.is_file():
         raise ValueError(f"no transformer config at {path}: expected a config.json file or a folder holding one")
@@ -231,7 +217,7 @@ def load_base_transformer(
       ships Wan2.1-Fun; its own config.json, if any, is not a diffusers one): needs ``preset`` for the
       config. With a diffusers layout, ``preset`` (if given) is checked against the stored config.
     """
-    source = _existing_path(source)
+    source = existing_path(source)
     if source.is_dir() and (source / "transformer").is_dir():
         source = source / "transformer"
     if source.is_dir() and _is_diffusers_transformer_folder(source):
@@ -295,14 +281,34 @@ def _check_config_matches_preset(config: dict, preset: str, source: Path) -> Non
             raise ValueError(f"{source} has {key}={stored!r} but preset {preset!r} has {key}={value!r}")
 
 
-def _existing_path(path: str | Path) -> Path:
+def assign_checked(model: torch.nn.Module, state_dict: dict, path: str | Path, expected: str) -> torch.nn.Module:
+    """Give a model built on meta the file's tensors (no copy), after checking every key and shape.
+
+    Missing or unexpected keys and mismatching shapes are one-line errors naming ``path``, a key and the
+    ``expected`` layout (keys are compared after conversion to the diffusers / transformers names).
+    """
+    wanted = model.state_dict()
+    for key, tensor in wanted.items():
+        if key in state_dict and state_dict[key].shape != tensor.shape:
+            raise ValueError(f"{path} does not fit: {key} is {tuple(state_dict[key].shape)} in the file but "
+                             f"{tuple(tensor.shape)} in the model (expected {expected})")
+    missing = [key for key in wanted if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in wanted]
+    if missing or unexpected:
+        raise ValueError(f"{path} is not {expected}: missing keys {some_keys(missing)}, unexpected keys "
+                         f"{some_keys(unexpected)} (names after conversion)")
+    model.load_state_dict(state_dict, assign=True)
+    return model
+
+
+def existing_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no such file or folder: {path}")
     return path
 
 
-def _some(keys: list[str], limit: int = 5) -> str:
+def some_keys(keys: list[str], limit: int = 5) -> str:
     """At most ``limit`` keys for an error message, with a count of the rest."""
     shown = ", ".join(keys[:limit]) or "none"
     return shown if len(keys) <= limit else f"{shown} (+{len(keys) - limit} more)"

@@ -122,3 +122,14 @@ def test_a_pth_of_another_component_is_one_line_from_sample_py(fun_folder, tmp_p
     assert result.returncode == 2 and len(errors) == 1 and errors[0] == result.stderr.splitlines()[-1], result.stderr[-2000:]
     assert VAE_FILE in errors[0] and "not Wan2.1's VAE" in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_fp16_encoders_keep_umt5s_wo_in_fp32_everywhere(wan_dir):
+    """transformers keeps UMT5's ``wo`` in fp32 under fp16 (it overflows there); the tiny stand-ins and the
+    original-layout loader are cast the same way, so every layout gives the same encoder."""
+    from one4d.encoding import load_encoders
+
+    for components in ("tiny", str(wan_dir)):
+        text = load_encoders(components, dtype=torch.float16).text_encoder
+        assert text.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
+        assert text.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16

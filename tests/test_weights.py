@@ -185,8 +185,8 @@ def test_pickle_that_runs_code_is_refused(tmp_path, original):
 
 def test_preset_with_other_shapes_names_the_first_mismatch(tmp_path, original):
     save_file(original, tmp_path / "model.safetensors")
-    with pytest.raises(ValueError, match=r"scale_shift_table has shape \(1, 2, 32\) in the checkpoint "
-                       r"but \(1, 2, 1536\) in the config"):
+    with pytest.raises(ValueError, match=r"scale_shift_table is \(1, 2, 32\) in the file "
+                       r"but \(1, 2, 1536\) in the model \(expected the transformer of this preset's config"):
         load_base_transformer(tmp_path / "model.safetensors", preset="wan2.1-fun-1.3b-inp")
 
 

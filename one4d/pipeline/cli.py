@@ -17,10 +17,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from one4d.conditioning import TASKS
 
-from one4d.storage import check_precision, storage_dtype
+from one4d.storage import check_precision, storage_dtype, torch_dtype
 
 from .inputs import prepare_conditions, read_input
-from .loading import SCHEDULERS, read_state_architecture, torch_dtype
+from .loading import SCHEDULERS, read_state_architecture
 from .outputs import discard, prepare_output_folder, publish, write_outputs
 
 BAD_INPUT = 2

@@ -24,13 +24,13 @@ from one4d.models import ARCHITECTURES, load_trainable_state, preset_config
 from one4d.models.state import ARCHITECTURE_FILE, STATE_FILE
 
 from one4d.conditioning import UNOBSERVED_FILL
+from one4d.storage import torch_dtype
 
 from .pipeline import One4DPipeline
 
 logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("unipc", "euler")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build_scheduler(name: str = "unipc", flow_shift: float = 3.0):
@@ -44,14 +44,6 @@ def build_scheduler(name: str = "unipc", flow_shift: float = 3.0):
     if name == "euler":
         return FlowMatchEulerDiscreteScheduler(shift=flow_shift)
     raise ValueError(f"unknown scheduler {name!r}; expected one of {SCHEDULERS}")
-
-
-def torch_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
-        return name
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
-    return DTYPES[name]
 
 
 def resolve_state_folder(state: str | Path) -> Path:

@@ -18,7 +18,9 @@ from one4d.models import WanBaseModel
 from one4d.models.presets import build_base_transformer
 
 from .adapter import BaseFlowAdapter
-from .builders import build_objective, torch_dtype
+from one4d.storage import torch_dtype
+
+from .builders import build_objective
 from .trainer import Trainer
 
 def build_base_model(model_cfg) -> WanBaseModel:

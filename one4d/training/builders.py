@@ -6,17 +6,9 @@ import numpy as np
 import torch
 
 from one4d.models import ARCHITECTURES, build_model
+from one4d.storage import torch_dtype
 
 from .objective import FlowMatchingObjective
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
-    return DTYPES[name]
-
 
 def architecture_kwargs(model_cfg) -> dict:
     """The keyword arguments of the chosen architecture's constructor (DLC has link options, the baselines do not)."""

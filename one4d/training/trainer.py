@@ -34,10 +34,10 @@ from one4d.models.state import load_trainable_state, save_trainable_state
 
 from . import checkpointing
 from .adapter import JointFlowAdapter
-from one4d.storage import check_precision, enable_fp8_base_storage, storage_dtype
+from one4d.storage import check_precision, enable_fp8_base_storage, storage_dtype, torch_dtype
 
 from .builders import (
-    ShardedBatches, build_dataset, build_joint_model, build_objective, encoder_dtype, encoder_settings, step_generator, torch_dtype,
+    ShardedBatches, build_dataset, build_joint_model, build_objective, encoder_dtype, encoder_settings, step_generator,
 )
 
 logger = logging.getLogger(__name__)
