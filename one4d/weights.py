@@ -236,17 +236,18 @@ def load_base_transformer(
     return load_original_wan_transformer(source, preset_config(preset), dtype=dtype)
 
 
-# Presets whose base is a Wan2.1-Fun InP model: a diffusers Wan2.1-I2V folder's transformer/ has the same shapes
-# but is the plain I2V model, so it is never taken as their base without being asked for.
+# Presets whose base is a Wan2.1-Fun InP model. Wan2.1-I2V downloads (diffusers layout, or Wan's own with the same
+# file names as a Fun download) hold a transformer of the same shapes that is the plain I2V model, and nothing in a
+# folder tells the two apart: so these presets never take a components folder's transformer without being asked.
 FUN_PRESETS = ("wan2.1-fun-14b-inp", "wan2.1-fun-1.3b-inp")
 
 
-def base_transformer_source(preset: str, transformer: str | None, components: str, from_components: bool = False) -> str | None:
+def base_transformer_source(preset: str, transformer: str | None, components: str | None, from_components: bool = False) -> str | None:
     """Where the base transformer comes from: ``transformer``, else the components folder, else None (random, tiny only).
 
-    A Wan2.1-Fun download folder as shipped (``components`` in the original layout) holds its own Fun
-    transformer, so it serves as both. A diffusers Wan I2V directory does not: for the Fun presets its
-    ``transformer/`` is taken only with ``from_components`` (``model.transformer_from_components=true``).
+    For the Fun presets the components folder's transformer is taken only with ``from_components``
+    (``model.transformer_from_components=true``); pass the Fun folder as ``model.transformer`` instead,
+    which may be the same folder as ``model.components`` (the Fun download as shipped holds both).
     """
     if not components or (components == "tiny" and preset in FUN_PRESETS):
         raise ValueError(f"preset {preset} needs model.components=<the Wan2.1-Fun folder as downloaded, or a diffusers "
@@ -255,12 +256,11 @@ def base_transformer_source(preset: str, transformer: str | None, components: st
         return transformer
     if components == "tiny":
         return None
-    from one4d.original_layout import is_original_layout_folder
-
-    if preset in FUN_PRESETS and not from_components and not is_original_layout_folder(components):
+    if preset in FUN_PRESETS and not from_components:
         raise ValueError(
-            f"preset {preset} needs model.transformer=<your Wan2.1-Fun-V1.1-InP folder>: the transformer/ of a diffusers "
-            f"Wan2.1-I2V directory ({components}) is the plain I2V model, not Fun-InP (or set model.transformer_from_components=true)"
+            f"preset {preset} needs model.transformer=<your Wan2.1-Fun-V1.1-InP folder> (it may be model.components itself): "
+            f"the transformer of {components} is taken only with model.transformer_from_components=true, since a "
+            f"Wan2.1-I2V download's is the plain I2V model with the same shapes"
         )
     return components
 

@@ -1,7 +1,7 @@
 """Train One4D: compose the Hydra config (configs/train.yaml) and run the trainer.
 
     python scripts/train.py experiment=tiny_cpu data.roots=[data/synthetic]
-    torchrun --nproc_per_node 8 scripts/train.py experiment=one4d_14b data.roots=[...] model.components=...
+    torchrun --nproc_per_node 8 scripts/train.py experiment=one4d_14b data.roots=[...] model.transformer=... model.components=...
 """
 
 import sys

@@ -88,6 +88,12 @@ def test_a_fun_download_as_shipped_is_the_whole_model(fun_folder, tmp_path, monk
     monkeypatch.setattr(one4d.original_layout, "load_original_components",
                         functools.partial(one4d.original_layout.load_original_components, configs=tiny_configs()))
     pipe = load_pipeline(preset="tiny", components=str(fun_folder), dtype="bfloat16", lora_rank=4)
+    from one4d.weights import base_transformer_source
+
+    # an original-layout folder looks the same for Fun and plain I2V: the Fun presets still want it named
+    with pytest.raises(ValueError, match="needs model.transformer=.*it may be model.components itself"):
+        base_transformer_source("wan2.1-fun-14b-inp", None, str(fun_folder))
+    assert base_transformer_source("wan2.1-fun-14b-inp", str(fun_folder), str(fun_folder)) == str(fun_folder)
     stored = torch.load(fun_folder / VAE_FILE, weights_only=True)
     assert all(p.dtype == torch.float32 for p in pipe.vae.parameters())
     assert pipe.vae.state_dict()["decoder.mid_block.resnets.0.norm1.gamma"].equal(stored["decoder.middle.0.residual.0.gamma"])
