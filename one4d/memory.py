@@ -339,7 +339,7 @@ def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, 
     The peak is the larger of the backward peak and the optimizer step (all gradients, AdamW's temporaries).
     ``device``: "cuda", or "cpu" where torch's RMSNorm keeps an fp32 copy of its input (the CPU test's case).
     """
-    from one4d.training.builders import torch_dtype
+    from one4d.storage import torch_dtype
     from one4d.training.trainer import check_config
 
     fp8 = _fp8_requested(cfg, fp8)
@@ -414,17 +414,17 @@ def estimate_training_memory(cfg, world_size: int = 1, fp8: bool | None = None, 
     return MemoryEstimate(f"train: {_recipe(cfg, s, fp8)}, batch {s.batch}/GPU, {checkpointing}, {launcher}", parts, notes)
 
 
-def estimate_sampling_memory(cfg, fp8: bool | None = None, group_offload: bool = False, use_stream: bool = True,
+def estimate_sampling_memory(cfg, fp8: bool | None = None, group_offload: bool = False,
                              guidance: bool = True, image_token_count: int | None = None, device: str = "cuda") -> MemoryEstimate:
     """Peak memory of the denoising loop on one GPU for a clip of ``cfg.data``'s size (one batched DLC forward per step).
 
     Weights: the frozen base at its storage dtype, or with block-level group offload only the non-block modules and
-    one block (two with ``use_stream``: the next one is prefetched) resident; LoRA lives in the blocks and travels
+    one block resident (``one4d.storage`` offloads without stream prefetch); LoRA lives in the blocks and travels
     with them. Activations: one forward without gradients at batch 2 (conditional and unconditional) when
     ``guidance``. The UMT5 / CLIP encoders and the VAE are not counted: with ``memory.cpu_offload=true`` they
     visit the GPU outside the denoising loop, one at a time.
     """
-    from one4d.training.builders import torch_dtype
+    from one4d.storage import torch_dtype
 
     fp8 = _fp8_requested(cfg, fp8)
     model = build_meta_model(cfg.model, fp8=fp8)
@@ -435,7 +435,7 @@ def estimate_sampling_memory(cfg, fp8: bool | None = None, group_offload: bool =
     notes = ["UMT5, CLIP and the VAE not counted: offloaded (memory.cpu_offload=true) outside the denoising loop"]
     frozen, trainable = n.frozen_bytes + n.buffer_bytes, FP32 * n.trainable_numel
     if group_offload:
-        blocks = 2 if use_stream else 1
+        blocks = 1
         frozen = n.frozen_bytes - n.blocks_frozen_bytes + blocks * n.block_frozen_bytes + n.buffer_bytes
         trainable = FP32 * (n.trainable_numel - n.blocks_trainable_numel + blocks * n.block_trainable_numel)
         notes.append(f"block-level group offload: {blocks} block(s) resident, the rest in pinned CPU memory")
@@ -487,7 +487,7 @@ def recipe_table(overrides: list[str], world_size: int = 8) -> str:
     cfg = compose_train_config(list(overrides))
     for offload in (False, True):
         for fp8 in (False, True):
-            where = "group offload (2 blocks)" if offload else "resident"
+            where = "group offload (1 block)" if offload else "resident"
             rows.append((f"sample, {where}, {'fp8' if fp8 else cfg.model.dtype} base",
                          estimate_sampling_memory(cfg, fp8=fp8, group_offload=offload)))
     return memory_table(rows)

@@ -11,10 +11,12 @@ pipeline, never inside ``one4d.models``:
   This is what DiffSynth (``--fp8_models``), musubi-tuner (``--fp8_base``) and finetrainers
   (``--layerwise_upcasting_modules``) ship for LoRA training on a frozen fp8 base.
 * :func:`enable_base_group_offload`: ``ModelMixin.enable_group_offload(offload_type="block_level")`` on the
-  base: each block stays on the CPU and visits the GPU while it runs (with a CUDA stream, the copy of the
-  next block overlaps the current one). DLC runs every block twice per layer (RGB, XYZ); the hook moves it
-  for each call. The joint model calls the base's non-block modules directly, not through ``base.forward``
-  where diffusers would move them, so they are placed on the device here.
+  base: each block stays on the CPU and visits the GPU while it runs, one block resident at a time. No CUDA
+  stream prefetch: diffusers learns the order to prefetch in from a first ``base.forward``, which the joint
+  model never calls, and DLC runs every block twice per layer (RGB, XYZ), so the hook copies a block for each
+  of its two calls, synchronously. (Prefetching a whole DLC layer at once would need an offload unit per
+  layer, which diffusers does not offer.) The joint model calls the base's non-block modules directly, not
+  through ``base.forward`` where diffusers would move them, so they are placed on the device here.
 
 :func:`check_precision` is the boundary check of ``model.dtype`` / ``model.base_storage_dtype`` on a device.
 """
@@ -112,12 +114,12 @@ def _restore_peft_input_casting(base: nn.Module) -> None:
             registry.remove_hook(_PEFT_AUTOCAST_DISABLE_HOOK, recurse=False)
 
 
-def enable_base_group_offload(model: nn.Module, device: str | torch.device, use_stream: bool = True) -> nn.Module:
+def enable_base_group_offload(model: nn.Module, device: str | torch.device) -> nn.Module:
     """Keep the base's blocks on the CPU, each moved to ``device`` while it runs; everything else on ``device``."""
     device = torch.device(device)
     base = model.base
     base.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
-                              num_blocks_per_group=1, use_stream=use_stream and device.type == "cuda")
+                              num_blocks_per_group=1, use_stream=False)
     for name, child in base.named_children():
         if name != "blocks":  # called directly by the joint model, so never moved by the offload hooks
             child.to(device)

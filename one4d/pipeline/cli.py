@@ -140,7 +140,7 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
 
         enable_fp8_base_storage(pipe.transformer, storage)
     if cfg.memory.get("group_offload"):
-        pipe.enable_group_offload(device, use_stream=bool(cfg.memory.get("offload_stream", True)))
+        pipe.enable_group_offload(device)
     elif cfg.memory.cpu_offload:
         pipe.enable_model_cpu_offload(device)
     else:

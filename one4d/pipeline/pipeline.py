@@ -98,13 +98,13 @@ class One4DPipeline:
         self._offload_device = torch.device(device)
         self.to("cpu")
 
-    def enable_group_offload(self, device: str | torch.device = "cuda", use_stream: bool = True) -> None:
+    def enable_group_offload(self, device: str | torch.device = "cuda") -> None:
         """Offload the frozen base block by block (``one4d.storage.enable_base_group_offload``) and the encoders
         model by model (as :meth:`enable_model_cpu_offload`): the 14B base then needs one block on the GPU, not 40."""
         from one4d.storage import enable_base_group_offload
 
         self.enable_model_cpu_offload(device)
-        enable_base_group_offload(self.transformer, device, use_stream=use_stream)
+        enable_base_group_offload(self.transformer, device)
         self._transformer_placed = True
 
     def enable_vae_tiling(self) -> None:
