@@ -5,6 +5,8 @@
 See configs/eval.yaml for every option and data/benchmarks.md for the dataset layouts.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -13,7 +15,11 @@ from one4d.eval.driver import run
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except ValueError as error:  # bad input (data, weights, options): one clear line, exit 2
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,19 @@ measured 16x slower). Subprocesses inherit OMP_NUM_THREADS.
 
 DeepSpeed compiles its CPU communication extension at first use, under a lock file. The tests build it in
 their own folder (TORCH_EXTENSIONS_DIR, inherited by the torchrun subprocesses), never the user's shared
-cache, and remove locks left there by an earlier session killed mid-build: nothing else builds in this
-folder, and a stale lock would make every DeepSpeed test hang until its timeout.
+cache, and remove locks left there by an earlier session killed mid-build (older than ten minutes, so a
+build in progress in another session keeps its lock): a stale lock would make every DeepSpeed test hang.
 """
 
 import os
+import time
 from pathlib import Path
 
 EXTENSIONS = Path(__file__).resolve().parents[1] / ".pytest_cache" / "torch_extensions"
 os.environ["TORCH_EXTENSIONS_DIR"] = str(EXTENSIONS)
-for stale in EXTENSIONS.glob("*/lock"):  # <TORCH_EXTENSIONS_DIR>/<extension>/lock
-    stale.unlink()
+for lock in EXTENSIONS.glob("*/lock"):  # <TORCH_EXTENSIONS_DIR>/<extension>/lock
+    if time.time() - lock.stat().st_mtime > 600:  # a build takes about a minute: an older lock's builder is gone
+        lock.unlink()
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")

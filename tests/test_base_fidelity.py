@@ -139,3 +139,14 @@ def test_fp16_encoders_keep_umt5s_wo_in_fp32_everywhere(wan_dir):
         text = load_encoders(components, dtype=torch.float16).text_encoder
         assert text.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
         assert text.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16
+
+
+def test_eval_takes_the_same_base_options_and_answers_bad_ones_in_one_line(wan_dir, tmp_path):
+    from test_eval_datasets import make_fake_tum
+
+    make_fake_tum(tmp_path / "tum", frames=6)
+    command = [sys.executable, str(ROOT / "scripts" / "eval.py"), "benchmark=tum", f"root={tmp_path / 'tum'}", "mode=model",
+               f"model_predictor.components={wan_dir}", "model_predictor.device=cpu", f"output_dir={tmp_path / 'out'}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "needs model.transformer=" in errors[0], result.stderr[-2000:]

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -46,7 +47,12 @@ def build_predictor(cfg: DictConfig) -> Predictor:
             f"mode=model runs the One4D sampling pipeline, but one4d.pipeline cannot be imported ({error}); "
             "evaluate saved predictions with predictions=DIR instead"
         ) from error
-    return instantiate(cfg.model_predictor)
+    try:
+        return instantiate(cfg.model_predictor)
+    except InstantiationException as error:  # hydra wraps the loader's one-line ValueError: hand that on
+        if isinstance(error.__cause__, ValueError):
+            raise error.__cause__ from None
+        raise
 
 
 def default_label(cfg: DictConfig) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from one4d.conditioning import VAE_TEMPORAL_FACTOR
+from one4d.conditioning import UNOBSERVED_FILL, VAE_TEMPORAL_FACTOR
 from one4d.eval.datasets import EvalSequence
 from one4d.eval.runner import Prediction
 from one4d.postopt import recover_cameras, recover_cameras_windowed, split_windows
@@ -73,8 +73,19 @@ class ModelPredictor:
 def build_eval_predictor(checkpoint: str | None = None, preset: str = "wan2.1-fun-14b-inp", device: str = "cuda",
                          components: str = "tiny", transformer: str | None = None, dtype: str = "bfloat16",
                          num_frames: int = 81, height: int | None = None, width: int | None = None, overlap: int = 16,
-                         num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0) -> ModelPredictor:
-    """Load the pipeline from local paths (see :func:`load_pipeline`) and wrap it as an eval predictor."""
+                         num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0,
+                         encoder_dtype: str | None = None, condition_fill: float = UNOBSERVED_FILL,
+                         transformer_from_components: bool = False, base_storage_dtype: str | None = None) -> ModelPredictor:
+    """Load the pipeline from local paths (see :func:`load_pipeline`, whose options these are, as in sampling) and
+    wrap it as an eval predictor; ``base_storage_dtype`` stores the frozen base in fp8 (``one4d.storage``)."""
+    from one4d.storage import check_precision, enable_fp8_base_storage, storage_dtype, torch_dtype
+
+    storage = storage_dtype(base_storage_dtype)
+    check_precision(torch_dtype(dtype), device, storage)
     pipeline = load_pipeline(preset=preset, components=components, transformer=transformer, state=checkpoint,
-                             dtype=dtype, seed=seed).to(device)
+                             dtype=dtype, seed=seed, encoder_dtype=encoder_dtype, condition_fill=condition_fill,
+                             transformer_from_components=transformer_from_components)
+    if storage is not None:  # cast on the CPU, so only fp8 weights reach the GPU
+        enable_fp8_base_storage(pipeline.transformer, storage)
+    pipeline.to(device)
     return ModelPredictor(pipeline, num_frames, height, width, overlap, num_inference_steps, guidance_scale, seed=seed)
