@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from one4d.eval.predictions import OraclePredictor, PredictionFolder
 from one4d.eval.runner import Predictor, evaluate
@@ -79,11 +79,10 @@ def run(cfg: DictConfig) -> dict:
     reader = instantiate(cfg.benchmark.reader, _partial_=True, _convert_="all")  # called here: its errors stay ValueErrors
     sources = reader(root=cfg.root)
     predictor = build_predictor(cfg)
-    metrics = cfg.benchmark.metrics
-    result = evaluate(sources, predictor, sparsity=sparsity, strict=cfg.strict, align=metrics.align,
-                      max_depth=metrics.max_depth, post_clip_max=metrics.post_clip_max)
+    depth_options = OmegaConf.to_container(cfg.benchmark.metrics, resolve=True)  # depth_metrics' keyword arguments
+    result = evaluate(sources, predictor, sparsity=sparsity, strict=cfg.strict, depth_options=depth_options)
     label = cfg.label or default_label(cfg)
-    record = {"benchmark": cfg.benchmark.name, "sparsity": sparsity, "label": label, "result": result}
+    record = {"benchmark": cfg.benchmark.name, "sparsity": sparsity, "label": label, "metrics": depth_options, "result": result}
     folder = Path(cfg.output_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") / run_name(cfg.benchmark.name, sparsity)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -36,11 +36,12 @@ def sparse_frame_indices(num_frames: int, ratio: float) -> np.ndarray:
     return np.asarray(observed_frames("sparse", num_frames, sparsity=ratio), dtype=np.int64)
 
 
-def evaluate_sequence(
-    sequence: EvalSequence, prediction: Prediction, align: str = "scale&shift",
-    max_depth: float | None = 70.0, post_clip_max: float | None = None,
-) -> dict:
-    """Metrics of one prediction; a ValueError names the sequence when the prediction does not fit."""
+def evaluate_sequence(sequence: EvalSequence, prediction: Prediction, depth_options: dict | None = None) -> dict:
+    """Metrics of one prediction; a ValueError names the sequence when the prediction does not fit.
+
+    ``depth_options``: keyword arguments of :func:`depth_metrics` (a benchmark config's ``metrics`` group:
+    align, max_depth, post_clip_max, ...).
+    """
     result = {"frames": sequence.num_frames}
     if sequence.evaluate_depth and sequence.depth is not None:
         if prediction.depth is None:
@@ -48,7 +49,7 @@ def evaluate_sequence(
         if len(prediction.depth) != sequence.num_frames:
             raise ValueError(f"sequence {sequence.name}: {len(prediction.depth)} predicted depth maps for {sequence.num_frames} frames")
         try:
-            result["depth"] = depth_metrics(prediction.depth, sequence.depth, align, max_depth, post_clip_max)
+            result["depth"] = depth_metrics(prediction.depth, sequence.depth, **(depth_options or {}))
         except ValueError as error:
             raise ValueError(f"sequence {sequence.name}: {error}") from error
     if sequence.evaluate_pose and sequence.camera_to_world is not None:
@@ -63,8 +64,7 @@ def evaluate_sequence(
 
 def evaluate(
     benchmark_sequences: list[SequenceSource], predictor: Predictor, *, sparsity: float | None = None,
-    strict: bool = True, align: str = "scale&shift", max_depth: float | None = 70.0,
-    post_clip_max: float | None = None, log: Callable[[str], None] = print,
+    strict: bool = True, depth_options: dict | None = None, log: Callable[[str], None] = print,
 ) -> dict:
     """Evaluate ``predictor`` on every sequence, one loaded at a time.
 
@@ -78,7 +78,7 @@ def evaluate(
             sequence = source.load()
             observed = (np.arange(sequence.num_frames) if sparsity is None
                         else sparse_frame_indices(sequence.num_frames, sparsity))
-            result = evaluate_sequence(sequence, predictor(sequence, observed), align, max_depth, post_clip_max)
+            result = evaluate_sequence(sequence, predictor(sequence, observed), depth_options)
             result["observed_frames"] = int(len(observed))
         except ValueError as error:
             if strict:
