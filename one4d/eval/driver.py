@@ -1,9 +1,10 @@
 """What ``scripts/eval.py`` does with its Hydra config: build the sequences and the predictor,
 evaluate, and write ``metrics.json`` and Markdown tables.
 
-Outputs under ``output_dir``: ``<label>/<benchmark>[_sparsity<r>]/metrics.json`` and ``table.md``
-for the run, and ``tables.md``: Tables 3, 4 and 5 re-rendered from every ``metrics.json`` found,
-so running the three benchmarks one after another fills the paper's tables.
+Outputs under ``output_dir``: ``<label>/<benchmark>[_sparsity<r>][_cfg<g>]/metrics.json`` and
+``table.md`` for the run, and ``tables.md``: Tables 3 to 6 re-rendered from every ``metrics.json``
+found, so the runs of one sweep (``scripts/eval_tables.sh``, or ``scripts/eval.py -m``) fill the
+paper's tables.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from one4d.eval.predictions import OraclePredictor, PredictionFolder
 from one4d.eval.runner import Predictor, evaluate
-from one4d.eval.tables import render_report, render_run
+from one4d.eval.tables import DEFAULT_GUIDANCE, render_report, render_run
 
 MODES = ("model", "predictions", "oracle")
 
@@ -64,8 +65,16 @@ def default_label(cfg: DictConfig) -> str:
     return f"One4D (ours, {cfg.model_predictor.get('preset', 'model')})"
 
 
-def run_name(benchmark: str, sparsity) -> str:
-    return benchmark if sparsity is None else f"{benchmark}_sparsity{float(sparsity):g}"
+def run_guidance(cfg: DictConfig) -> float | None:
+    """The CFG scale of a model run; None in the other modes (they do not sample)."""
+    scale = cfg.model_predictor.get("guidance_scale") if resolve_mode(cfg) == "model" else None
+    return None if scale is None else float(scale)
+
+
+def run_name(benchmark: str, sparsity, guidance_scale: float | None = None) -> str:
+    """``<benchmark>[_sparsity<r>][_cfg<g>]``; the CFG suffix only off the paper's default scale (Table 6 runs)."""
+    name = benchmark if sparsity is None else f"{benchmark}_sparsity{float(sparsity):g}"
+    return name if guidance_scale is None or float(guidance_scale) == DEFAULT_GUIDANCE else f"{name}_cfg{float(guidance_scale):g}"
 
 
 def collect_runs(output_dir: str | Path) -> list[dict]:
@@ -82,8 +91,9 @@ def run(cfg: DictConfig) -> dict:
     depth_options = OmegaConf.to_container(cfg.benchmark.metrics, resolve=True)  # depth_metrics' keyword arguments
     result = evaluate(sources, predictor, sparsity=sparsity, strict=cfg.strict, depth_options=depth_options)
     label = cfg.label or default_label(cfg)
-    record = {"benchmark": cfg.benchmark.name, "sparsity": sparsity, "label": label, "metrics": depth_options, "result": result}
-    folder = Path(cfg.output_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") / run_name(cfg.benchmark.name, sparsity)
+    record = {"benchmark": cfg.benchmark.name, "sparsity": sparsity, "guidance_scale": run_guidance(cfg), "label": label,
+              "metrics": depth_options, "result": result}
+    folder = Path(cfg.output_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") / run_name(cfg.benchmark.name, sparsity, run_guidance(cfg))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     (folder / "table.md").write_text(render_run(record))

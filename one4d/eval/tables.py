@@ -1,36 +1,117 @@
-"""Markdown tables laid out like the paper's Tables 3 (video depth), 4 (camera pose) and 5 (sparse
-frames), with the paper's One4D row beside ours, plus a per-sequence table for each run.
+"""Markdown tables laid out like the paper's Tables 3 (video depth), 4 (camera pose), 5 (sparse
+frames) and 6 (CFG scale): the paper's published rows (One4D and every baseline it lists) beside
+this evaluation's rows, plus a per-sequence table for each run.
 
 A run record is what ``scripts/eval.py`` writes to ``metrics.json``: ``{"benchmark", "sparsity",
-"label", "result"}`` with ``result`` from ``one4d.eval.runner.evaluate``. Skipped sequences are
-listed under the tables and their run's row is marked, so an average is never silently partial.
+"guidance_scale", "label", "metrics", "result"}``; ``metrics`` is the benchmark's metrics group
+(``depth_metrics`` options, ``protocol`` included), ``result`` comes from
+``one4d.eval.runner.evaluate``. Each depth table names the protocol behind its rows. Skipped
+sequences are listed under the tables and their run's row is marked †, so an average is never
+silently partial.
 """
 
 from __future__ import annotations
 
-# The paper's One4D numbers (paper section 4.3): Abs Rel, delta < 1.25 in percent.
-PAPER_DEPTH = {"sintel": (0.273, 70.4), "bonn": (0.092, 93.7)}
-# ATE, RPE-T, RPE-R (degrees).
-PAPER_POSE = {"sintel": (0.213, 0.057, 0.818), "tum": (0.129, 0.022, 1.447)}
-# Table 5: sparsity ratio -> benchmark -> (Abs Rel, delta %).
-PAPER_SPARSE = {
-    0.50: {"sintel": (0.314, 70.3), "bonn": (0.094, 93.5)},
-    0.25: {"sintel": (0.443, 67.7), "bonn": (0.094, 93.3)},
-    0.10: {"sintel": (0.453, 64.0), "bonn": (0.099, 92.9)},
-    0.05: {"sintel": (0.641, 57.6), "bonn": (0.151, 87.2)},
-    0.04: {"bonn": (0.191, 82.5)},
-    0.03: {"bonn": (0.277, 71.1)},
+# ----------------------------------------------------------------------------- the paper's rows
+# Transcribed from the One4D paper; "-" in the paper is None. Depth cells: (Abs Rel, delta<1.25 %);
+# pose cells: (ATE, RPE-T, RPE-R in degrees).
+TABLE3 = {
+    "source": "One4D paper, Table 3",
+    "note": "baselines from the MonST3R and Geo4D papers; CUT3R through Geo4D's evaluation scripts",
+    "rows": [  # (method, task, Sintel, Bonn)
+        ("Marigold", "R", (0.532, 51.5), (0.091, 93.1)),
+        ("Depth-Anything", "R", (0.367, 55.4), (0.106, 92.1)),
+        ("NVDS", "R", (0.408, 48.3), (0.167, 76.6)),
+        ("ChronoDepth", "R", (0.687, 48.6), (0.100, 91.1)),
+        ("DepthCrafter", "R", (0.270, 69.7), (0.071, 97.2)),
+        ("Robust-CVD", "R", (0.703, 47.8), None),
+        ("CasualSAM", "R", (0.387, 54.7), (0.169, 73.7)),
+        ("MonST3R", "R", (0.335, 58.5), (0.063, 96.4)),
+        ("CUT3R", "R", (0.311, 62.0), (0.070, 96.7)),
+        ("Geo4D-ref", "R", (0.205, 73.5), (0.059, 97.2)),
+        ("One4D", "G&R", (0.273, 70.4), (0.092, 93.7)),
+    ],
 }
+TABLE4 = {
+    "source": "One4D paper, Table 4",
+    "rows": [  # (method, task, Sintel, TUM-dynamics)
+        ("Robust-CVD", "R", (0.360, 0.154, 3.443), (0.153, 0.026, 3.528)),
+        ("CasualSAM", "R", (0.141, 0.035, 0.615), (0.071, 0.010, 1.712)),
+        ("MonST3R", "R", (0.108, 0.042, 0.732), (0.063, 0.009, 1.217)),
+        ("CUT3R", "R", (0.208, 0.062, 0.610), (0.046, 0.014, 0.446)),
+        ("Geo4D-ref", "R", (0.185, 0.063, 0.547), (0.073, 0.020, 0.635)),
+        ("One4D", "G&R", (0.213, 0.057, 0.818), (0.129, 0.022, 1.447)),
+    ],
+}
+TABLE5 = {
+    "source": "One4D paper, Table 5",
+    "rows": [  # (sparsity, Sintel, Bonn); sparsity None is the paper's "Full Model" row
+        (0.50, (0.314, 70.3), (0.094, 93.5)),
+        (0.25, (0.443, 67.7), (0.094, 93.3)),
+        (0.10, (0.453, 64.0), (0.099, 92.9)),
+        (0.05, (0.641, 57.6), (0.151, 87.2)),
+        (0.04, None, (0.191, 82.5)),
+        (0.03, None, (0.277, 71.1)),
+        (None, (0.273, 70.4), (0.092, 93.7)),
+    ],
+}
+TABLE6 = {
+    "source": "One4D paper, Table 6",
+    "note": "One4D's default is CFG=6 after 5.5K training steps; the Step rows are earlier checkpoints at CFG=6",
+    "rows": [  # (setting, guidance scale or None, Sintel, Bonn)
+        ("CFG=4", 4.0, (0.257, 71.5), (0.092, 94.0)),
+        ("CFG=5", 5.0, (0.259, 70.9), (0.090, 94.1)),
+        ("Step=1000", None, (0.331, 65.4), (0.114, 88.9)),
+        ("Step=3000", None, (0.284, 68.1), (0.097, 91.8)),
+        ("CFG=6", 6.0, (0.273, 70.4), (0.092, 93.7)),  # the paper's "One4D (Ours)" row
+    ],
+}
+PAPER_TABLES = {3: TABLE3, 4: TABLE4, 5: TABLE5, 6: TABLE6}
+DEFAULT_GUIDANCE = 6.0  # the paper's CFG in every main experiment; other scales belong to Table 6
 TITLES = {"sintel": "Sintel", "bonn": "Bonn", "tum": "TUM-dynamics"}
 DEPTH_BENCHMARKS, POSE_BENCHMARKS = ("sintel", "bonn"), ("sintel", "tum")
+DEPTH_METRICS, POSE_METRICS = ("Abs Rel↓", "δ<1.25↑"), ("ATE↓", "RPE-T↓", "RPE-R↓")
+
+# ----------------------------------------------------------------------------- protocol names
+PROTOCOL_NAMES = {"geo4d": "Geo4D", "monst3r": "MonST3R", "cut3r": "CUT3R", "exact": "exact"}
+SOLVERS = {("geo4d", "scale&shift"): "Adam lr 1e-2", ("monst3r", "scale&shift"): "Adam lr 1e-4",
+           ("cut3r", "scale&shift"): "Adam lr 1e-4", ("cut3r", "scale"): "10 reweighting rounds",
+           ("exact", "scale&shift"): "exact L1 fit", ("exact", "scale"): "exact L1 fit"}
 
 
-def _depth_cells(values) -> list[str]:
-    return ["-", "-"] if values is None else [f"{values[0]:.3f}", f"{values[1]:.1f}"]
+def describe_protocol(metrics: dict | None) -> str:
+    """E.g. "Geo4D protocol (scale&shift, Adam lr 1e-2, post-clip 70)"; "exact" for runs recorded
+    before protocols existed, "unknown" when the record has no metrics options at all."""
+    if metrics is None:
+        return "unknown protocol"
+    protocol, align = metrics.get("protocol") or "exact", metrics.get("align", "scale&shift")
+    details = [align, SOLVERS.get((protocol, align), "median ratio" if align == "median" else "")]
+    if metrics.get("post_clip_max") is not None:
+        details.append(f"post-clip {metrics['post_clip_max']:g}")
+    return f"{PROTOCOL_NAMES.get(protocol, protocol)} protocol ({', '.join(d for d in details if d)})"
 
 
-def _pose_cells(values) -> list[str]:
-    return ["-", "-", "-"] if values is None else [f"{values[0]:.3f}", f"{values[1]:.3f}", f"{values[2]:.3f}"]
+def protocol_line(runs: list[dict]) -> str:
+    """The header line naming the depth protocol of each benchmark's rows."""
+    parts = []
+    order = list(TITLES)
+    for benchmark in sorted({run["benchmark"] for run in runs}, key=lambda b: order.index(b) if b in order else len(order)):
+        names: dict[str, list[str]] = {}
+        for run in (r for r in runs if r["benchmark"] == benchmark):
+            names.setdefault(describe_protocol(run.get("metrics")), []).append(row_name(run))
+        if len(names) > 1:  # rows measured differently: say which is which
+            names = {f"{name} for {', '.join(dict.fromkeys(rows))}": rows for name, rows in names.items()}
+        parts.append(f"{TITLES.get(benchmark, benchmark)}: {' / '.join(names)}")
+    return ("Depth of this evaluation's rows: " + "; ".join(parts)) if parts else ""
+
+
+# ----------------------------------------------------------------------------- cells and rows
+def _cells(values, width: int) -> list[str]:
+    if values is None:
+        return ["-"] * width
+    if width == 2:
+        return [f"{values[0]:.3f}", f"{values[1]:.1f}"]
+    return [f"{v:.3f}" for v in values]
 
 
 def _ours_depth(run) -> tuple[float, float] | None:
@@ -47,101 +128,158 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _labels(runs: list[dict]) -> list[str]:
-    return list(dict.fromkeys(run.get("label") or "Ours" for run in runs))
+def _header(first: list[str], benchmarks: tuple[str, ...], metrics: tuple[str, ...]) -> list[str]:
+    cells = first + [f"{TITLES[b]} {m}" for b in benchmarks for m in metrics]
+    return [_row(cells), _row(["---"] * len(cells))]
 
 
-def _find(runs: list[dict], label: str, benchmark: str, sparsity=None) -> dict | None:
+def guidance(run: dict) -> float | None:
+    """The run's CFG scale when it is not the default (None: default, or not a model run)."""
+    scale = run.get("guidance_scale")
+    return None if scale is None or float(scale) == DEFAULT_GUIDANCE else float(scale)
+
+
+def row_name(run: dict) -> str:
+    scale = guidance(run)
+    return (run.get("label") or "Ours") + ("" if scale is None else f", CFG={scale:g}")
+
+
+def _find(runs: list[dict], name: str, benchmark: str, sparsity=None) -> dict | None:
     for run in runs:
-        if (run.get("label") or "Ours") == label and run["benchmark"] == benchmark and run.get("sparsity") == sparsity:
+        if row_name(run) == name and run["benchmark"] == benchmark and run.get("sparsity") == sparsity:
             return run
     return None
 
 
-def _full_video_table(runs: list[dict], benchmarks: tuple[str, ...], metrics: tuple[str, ...], paper: dict, cells, ours) -> str:
-    """Paper row then one row per label over full-video runs of ``benchmarks``; a run with skipped sequences is marked."""
-    full = [r for r in runs if r.get("sparsity") is None and r["benchmark"] in benchmarks]
-    lines = [_row(["Method", "Task"] + [f"{TITLES[b]} {m}" for b in benchmarks for m in metrics]),
-             _row(["---"] * (2 + len(benchmarks) * len(metrics))),
-             _row(["One4D (paper)", "G&R"] + [c for b in benchmarks for c in cells(paper[b])])]
-    for label in _labels(full):
-        found = [_find(full, label, b) for b in benchmarks]
-        marked = any(run and run["result"]["skipped"] for run in found)
-        lines.append(_row([label + (" †" if marked else ""), "G&R"] + [c for run in found for c in cells(ours(run))]))
-    return "\n".join(lines)
+def _our_rows(runs: list[dict], benchmarks, width: int, ours, sparsity=None, before=(), after=()) -> list[str]:
+    """One row per row name over ``runs`` at ``sparsity``; a run with skipped sequences is marked †."""
+    lines = []
+    for name in dict.fromkeys(map(row_name, runs)):
+        found = [_find(runs, name, b, sparsity) for b in benchmarks]
+        if any(found):
+            marked = " †" if any(run and run["result"]["skipped"] for run in found) else ""
+            lines.append(_row([*before, name + marked, *after] + [c for run in found for c in _cells(ours(run), width)]))
+    return lines
 
 
+def _full(runs: list[dict], benchmarks) -> list[dict]:
+    """Full-video runs of ``benchmarks`` at the default guidance (Tables 3, 4 and 5's Full rows)."""
+    return [r for r in runs if r.get("sparsity") is None and guidance(r) is None and r["benchmark"] in benchmarks]
+
+
+def _depth_runs(runs: list[dict], sparse: bool) -> list[dict]:
+    """Sintel and Bonn runs, sparse-frame (Table 5, any guidance) or full-video."""
+    return [r for r in runs if (r.get("sparsity") is not None) == sparse and r["benchmark"] in DEPTH_BENCHMARKS]
+
+
+def _sampled(runs: list[dict]) -> list[dict]:
+    """Full-video depth runs that sampled with a known guidance scale (Table 6), the default one included."""
+    return [r for r in _depth_runs(runs, sparse=False) if r.get("guidance_scale") is not None]
+
+
+# ----------------------------------------------------------------------------- the four tables
 def depth_table(runs: list[dict]) -> str:
     """Table 3: full-video depth on Sintel and Bonn."""
-    return _full_video_table(runs, DEPTH_BENCHMARKS, ("Abs Rel↓", "δ<1.25↑"), PAPER_DEPTH, _depth_cells, _ours_depth)
+    lines = _header(["Method", "Task"], DEPTH_BENCHMARKS, DEPTH_METRICS)
+    lines += [_row([f"{m} (paper)", t] + _cells(s, 2) + _cells(b, 2)) for m, t, s, b in TABLE3["rows"]]
+    return "\n".join(lines + _our_rows(_full(runs, DEPTH_BENCHMARKS), DEPTH_BENCHMARKS, 2, _ours_depth, after=["G&R"]))
 
 
 def pose_table(runs: list[dict]) -> str:
     """Table 4: camera pose on Sintel and TUM-dynamics."""
-    return _full_video_table(runs, POSE_BENCHMARKS, ("ATE↓", "RPE-T↓", "RPE-R↓"), PAPER_POSE, _pose_cells, _ours_pose)
+    lines = _header(["Method", "Task"], POSE_BENCHMARKS, POSE_METRICS)
+    lines += [_row([f"{m} (paper)", t] + _cells(s, 3) + _cells(u, 3)) for m, t, s, u in TABLE4["rows"]]
+    return "\n".join(lines + _our_rows(_full(runs, POSE_BENCHMARKS), POSE_BENCHMARKS, 3, _ours_pose, after=["G&R"]))
 
 
 def sparsity_table(runs: list[dict]) -> str:
-    """Table 5: depth from sparse frames, paper rows and ours per ratio, then the full-video rows."""
-    sparse = [r for r in runs if r.get("sparsity") is not None and r["benchmark"] in DEPTH_BENCHMARKS]
-    ratios = sorted(set(PAPER_SPARSE) | {float(r["sparsity"]) for r in sparse}, reverse=True)
-    header = [_row(["Sparsity", "Method"] + [f"{TITLES[b]} {m}" for b in DEPTH_BENCHMARKS for m in ("Abs Rel↓", "δ<1.25↑")]),
-              _row(["---"] * 6)]
-    lines = []
-    for ratio in ratios:
-        paper = PAPER_SPARSE.get(ratio, {})
-        lines.append(_row([f"{ratio:.2f}", "One4D (paper)"] + [c for b in DEPTH_BENCHMARKS for c in _depth_cells(paper.get(b))]))
-        for label in _labels(sparse):
-            found = {b: _find(sparse, label, b, ratio) for b in DEPTH_BENCHMARKS}
-            if any(found.values()):
-                marked = any(run and run["result"]["skipped"] for run in found.values())
-                lines.append(_row([f"{ratio:.2f}", label + (" †" if marked else "")]
-                                  + [c for b in DEPTH_BENCHMARKS for c in _depth_cells(_ours_depth(found[b]))]))
-    lines.append(_row(["Full", "One4D (paper)"] + [c for b in DEPTH_BENCHMARKS for c in _depth_cells(PAPER_DEPTH[b])]))
-    return "\n".join(header + lines)
+    """Table 5: depth from sparse frames, per ratio the paper's row then ours; the full-video rows last."""
+    paper, sparse = {ratio: (s, b) for ratio, s, b in TABLE5["rows"]}, _depth_runs(runs, sparse=True)
+    ratios = sorted({r for r in paper if r is not None} | {float(r["sparsity"]) for r in sparse}, reverse=True)
+    lines = _header(["Sparsity", "Method"], DEPTH_BENCHMARKS, DEPTH_METRICS)
+    for ratio in ratios + [None]:
+        label = "Full" if ratio is None else f"{ratio:.2f}"
+        s, b = paper.get(ratio, (None, None))
+        lines.append(_row([label, "One4D (paper)"] + _cells(s, 2) + _cells(b, 2)))
+        pool = _full(runs, DEPTH_BENCHMARKS) if ratio is None else sparse
+        lines += _our_rows(pool, DEPTH_BENCHMARKS, 2, _ours_depth, ratio, before=[label])
+    return "\n".join(lines)
 
 
+def guidance_table(runs: list[dict]) -> str:
+    """Table 6: full-video depth per CFG scale, the paper's row then ours; the paper's Step rows last."""
+    model, paper = _sampled(runs), {g: (setting, s, b) for setting, g, s, b in TABLE6["rows"] if g is not None}
+    scales = sorted(set(paper) | {float(r["guidance_scale"]) for r in model})
+    lines = _header(["Setting", "Method"], DEPTH_BENCHMARKS, DEPTH_METRICS)
+    for scale in scales:
+        setting, s, b = paper.get(scale, (f"CFG={scale:g}", None, None))
+        lines.append(_row([setting, "One4D (paper)"] + _cells(s, 2) + _cells(b, 2)))
+        at_scale = [dict(r, guidance_scale=None) for r in model if float(r["guidance_scale"]) == scale]
+        lines += _our_rows(at_scale, DEPTH_BENCHMARKS, 2, _ours_depth, before=[setting])
+    steps = [(setting, s, b) for setting, g, s, b in TABLE6["rows"] if g is None]
+    return "\n".join(lines + [_row([setting, "One4D (paper)"] + _cells(s, 2) + _cells(b, 2)) for setting, s, b in steps])
+
+
+# ----------------------------------------------------------------------------- reports
 def sequence_table(run: dict) -> str:
     """Per-sequence metrics of one run, its averages, and its skipped sequences with the reason."""
     result = run["result"]
-    lines = [_row(["Sequence", "Frames", "Observed", "Abs Rel↓", "δ<1.25↑", "ATE↓", "RPE-T↓", "RPE-R↓"]), _row(["---"] * 8)]
+    lines = [_row(["Sequence", "Frames", "Observed", *DEPTH_METRICS, *POSE_METRICS]), _row(["---"] * 8)]
     for name, metrics in result["sequences"].items():
         depth, pose = metrics.get("depth"), metrics.get("pose")
         lines.append(_row([name, str(metrics["frames"]), str(metrics.get("observed_frames", "-"))]
-                          + _depth_cells((depth["abs_rel"], 100 * depth["delta_1_25"]) if depth else None)
-                          + _pose_cells((pose["ate"], pose["rpe_trans"], pose["rpe_rot"]) if pose else None)))
-    lines.append(_row(["**average**", "", ""] + _depth_cells(_ours_depth(run)) + _pose_cells(_ours_pose(run))))
+                          + _cells((depth["abs_rel"], 100 * depth["delta_1_25"]) if depth else None, 2)
+                          + _cells((pose["ate"], pose["rpe_trans"], pose["rpe_rot"]) if pose else None, 3)))
+    lines.append(_row(["**average**", "", ""] + _cells(_ours_depth(run), 2) + _cells(_ours_pose(run), 3)))
     for name, reason in result["skipped"].items():
         lines.append(_row([f"~~{name}~~", "skipped", "", reason, "", "", "", ""]))
     return "\n".join(lines)
 
 
 def _skipped_notes(runs: list[dict]) -> str:
-    notes = [f"- {run['benchmark']} ({run.get('label') or 'Ours'}, sparsity {run.get('sparsity')}): {reason}"
+    notes = [f"- {run['benchmark']} ({row_name(run)}, sparsity {run.get('sparsity')}): {reason}"
              for run in runs for name, reason in run["result"]["skipped"].items()]
     return ("† averages over the remaining sequences; skipped:\n" + "\n".join(notes)) if notes else ""
 
 
+def _section(number: int, title: str, table: str, runs: list[dict], depth: bool = True) -> list[str]:
+    """Heading, the paper rows' source, the protocol of this evaluation's rows (or that none fill it), the table."""
+    paper = PAPER_TABLES[number]
+    notes = [f"Paper rows: {paper['source']}" + (f" ({paper['note']})." if "note" in paper else "."),
+             "No run of this evaluation fills this table yet." if not runs else protocol_line(runs) if depth else ""]
+    return [f"## Table {number}: {title}", "\n".join(n for n in notes if n), table]
+
+
+def _tables(runs: list[dict], numbers=(3, 4, 5, 6)) -> list[str]:
+    """The sections of tables ``numbers``; each names the protocol of the runs that fill it."""
+    full = _full(runs, DEPTH_BENCHMARKS)
+    sections = {3: ("video depth", depth_table, full),
+                4: ("camera pose", pose_table, _full(runs, POSE_BENCHMARKS)),
+                5: ("sparse-frame depth", sparsity_table, _depth_runs(runs, sparse=True) + full),
+                6: ("CFG scale", guidance_table, _sampled(runs))}
+    parts = []
+    for n in numbers:
+        title, table, rows = sections[n]
+        parts += _section(n, title, table(runs), rows, depth=n != 4)
+    return parts
+
+
 def render_run(run: dict) -> str:
-    """Markdown for one run: the paper table it belongs to, then its per-sequence table."""
-    benchmark, sparsity = run["benchmark"], run.get("sparsity")
+    """Markdown for one run: the paper tables it belongs to, then its per-sequence table."""
+    benchmark, sparsity, scale = run["benchmark"], run.get("sparsity"), guidance(run)
     title = f"# {TITLES.get(benchmark, benchmark)}" + (f", sparsity {sparsity}" if sparsity is not None else "")
-    parts = [title]
+    title += f", CFG {scale:g}" if scale is not None else ""
     if sparsity is not None:
-        parts += ["## Table 5 layout: sparse-frame depth", sparsity_table([run])]
+        numbers = (5,) if benchmark in DEPTH_BENCHMARKS else ()
+    elif scale is not None:
+        numbers = (6,) if benchmark in DEPTH_BENCHMARKS else ()
     else:
-        if benchmark in DEPTH_BENCHMARKS:
-            parts += ["## Table 3 layout: video depth", depth_table([run])]
-        if benchmark in POSE_BENCHMARKS:
-            parts += ["## Table 4 layout: camera pose", pose_table([run])]
-    parts += ["## Per sequence", sequence_table(run), _skipped_notes([run])]
+        numbers = tuple(n for n, benchmarks in ((3, DEPTH_BENCHMARKS), (4, POSE_BENCHMARKS)) if benchmark in benchmarks)
+    parts = [title, *_tables([run], numbers), "## Per sequence", sequence_table(run), _skipped_notes([run])]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def render_report(runs: list[dict]) -> str:
-    """Tables 3, 4 and 5 from every run found (any benchmark, sparsity and label)."""
-    parts = ["# One4D evaluation", "## Table 3: video depth", depth_table(runs), "## Table 4: camera pose", pose_table(runs)]
-    if any(r.get("sparsity") is not None for r in runs):
-        parts += ["## Table 5: sparse-frame depth", sparsity_table(runs)]
-    parts.append(_skipped_notes(runs))
+    """Tables 3 to 6 from every run found (any benchmark, sparsity, guidance and label)."""
+    parts = ["# One4D evaluation", *_tables(runs), _skipped_notes(runs)]
     return "\n\n".join(p for p in parts if p) + "\n"
