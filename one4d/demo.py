@@ -201,6 +201,7 @@ def run_task(pipe, task: str, seed: int, settings: DemoSettings, folder: Path | 
     started = time.perf_counter()
     output = pipe(
         conditions.images, conditions.observed, conditions.num_frames, prompt=scene.caption,
+        negative_prompt="",  # the tiny model's training (and RESULTS_demo.md) unconditional; its tokenizer cannot read Wan's
         num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
         generator=torch.Generator().manual_seed(seed), pointmap_centre=centre.tolist(), pointmap_scale=float(scale),
         postopt_kwargs={"iterations": settings.postopt_iterations}, progress=False,

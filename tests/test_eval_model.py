@@ -27,9 +27,12 @@ def test_window_frame_counts_cover_their_inputs():
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_long_sequences_go_through_merged_windows_and_map_back_to_every_frame(dtype):
     pipeline = load_pipeline(preset="tiny", components="tiny", lora_rank=4, dtype=dtype)
-    predictor = ModelPredictor(pipeline, num_frames=5, height=32, width=32, overlap=2, num_inference_steps=2)
-    frames = np.random.default_rng(0).integers(0, 255, (11, 40, 56, 3), dtype=np.uint8)  # windows [0,5) [3,8) [6,11)
-    sparse = predictor(EvalSequence("seq", frames), observed=[0, 5, 10])
+    # Guidance 1: random weights give pointmaps post-optimisation can fit only for some samples; this test is
+    # about windows, and guidance (tests/test_eval_prompts.py) would draw other random samples.
+    predictor = ModelPredictor(pipeline, num_frames=5, height=32, width=32, overlap=2, num_inference_steps=2, guidance_scale=1.0)
+    frames = np.random.default_rng(0).integers(0, 255, (11, 40, 56, 3), dtype=np.uint8)
+    # Windows start on observed frames: [0,5) [1,6) [4,9) [7,11), sharing 4, 2 and 2 frames.
+    sparse = predictor(EvalSequence("seq", frames), observed=[0, 1, 4, 7, 10])
     assert sparse.depth.shape == (11, 32, 32) and sparse.camera_to_world.shape == (11, 4, 4)
     assert np.isfinite(sparse.depth).all() and np.isfinite(sparse.camera_to_world).all()
 

@@ -48,7 +48,7 @@ def check_settings(cfg: DictConfig) -> None:
         raise ValueError("pointmap_scale must be positive and pointmap_centre three numbers")
     if int(cfg.ply_stride) < 0:
         raise ValueError(f"ply_stride must be >= 0, got {cfg.ply_stride}")
-    if not isinstance(cfg.prompt, str) or not isinstance(cfg.negative_prompt, str):
+    if not isinstance(cfg.prompt, str) or not isinstance(cfg.negative_prompt, (str, type(None))):
         raise ValueError("prompt and negative_prompt must be text (quote them on the command line)")
     torch_dtype(cfg.model.dtype)
     if cfg.model.get("base_overrides"):
@@ -153,8 +153,9 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
 
     start = time.perf_counter()
     postopt = {"iterations": int(cfg.postopt.iterations), "subsample": int(cfg.postopt.subsample), "window": cfg.postopt.window}
+    negative = {} if cfg.negative_prompt is None else {"negative_prompt": cfg.negative_prompt}  # None: the pipeline's (Wan's)
     output = pipe(
-        conditions.images, conditions.observed, conditions.num_frames, prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
+        conditions.images, conditions.observed, conditions.num_frames, prompt=cfg.prompt, **negative,
         num_inference_steps=int(cfg.steps), guidance_scale=float(cfg.cfg), generator=torch.Generator().manual_seed(int(cfg.seed)),
         recover_cameras=bool(cfg.postopt.enabled), pointmap_centre=list(cfg.pointmap_centre),
         pointmap_scale=float(cfg.pointmap_scale), postopt_kwargs=postopt, progress=bool(cfg.progress),

@@ -33,6 +33,17 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("np", "pt", "latent")
 
+# Wan's standard negative prompt: ``sample_neg_prompt`` of the Wan2.1 repository's shared config
+# (Wan-Video/Wan2.1, wan/configs/shared_config.py, ``wan_shared_cfg.sample_neg_prompt``), which Wan's
+# I2V sampler (wan/image2video.py, ``WanI2V.generate``) uses when no negative prompt is given. The one
+# default of the sampler (configs/sample.yaml ``negative_prompt: null``) and of evaluation
+# (configs/eval.yaml ``model_predictor.negative_prompt: null``); "" still means the empty prompt.
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
 
 @dataclass
 class One4DPipelineOutput:
@@ -203,7 +214,7 @@ class One4DPipeline:
         observed: list[int],
         num_frames: int,
         prompt: str = "",
-        negative_prompt: str = "",
+        negative_prompt: str = WAN_NEGATIVE_PROMPT,
         num_inference_steps: int = 50,
         guidance_scale: float = 6.0,
         generator: torch.Generator | None = None,

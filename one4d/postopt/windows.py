@@ -61,13 +61,15 @@ def _apply_similarity(result: CameraRecovery, scale, rotation, translation) -> C
 
 
 def recover_cameras_windowed(
-    windows: Sequence, overlap: int, valid: Sequence | None = None, confidence: Sequence | None = None, **options
+    windows: Sequence, overlap: int | Sequence[int], valid: Sequence | None = None, confidence: Sequence | None = None, **options
 ) -> CameraRecovery:
     """Recover one trajectory from consecutive windows of pointmaps, each (F_k, H, W, 3) in its own world.
 
-    Window k + 1 starts ``overlap`` frames before window k ends. ``valid`` / ``confidence``: one
+    Window k + 1 starts ``overlap`` frames before window k ends; ``overlap`` is one number for every pair
+    or one per pair (K - 1 numbers: evaluation starts windows on observed frames, so its overlaps vary,
+    ``one4d.pipeline.evaluation.observed_windows``). ``valid`` / ``confidence``: one
     (F_k, H, W) array per window or None. ``options`` go to :func:`recover_cameras` (without window).
-    The result covers sum(F_k) - overlap * (K - 1) frames in the first window's world and scale;
+    The result covers sum(F_k) - sum(overlaps) frames in the first window's world and scale;
     ``losses`` average the windows' pointmap terms, sum the rest, and add ``alignment_rms`` (largest
     RMS residual of a window merge, in the first window's units).
     """
@@ -77,11 +79,15 @@ def recover_cameras_windowed(
     if "window" in options:
         raise ValueError("recover_cameras_windowed takes the windows themselves; drop the window option")
     windows = [as_tensor(w, f"windows[{k}]", device) for k, w in enumerate(windows)]
+    overlaps = [int(o) for o in overlap] if hasattr(overlap, "__len__") else [int(overlap)] * (len(windows) - 1)
+    if len(overlaps) != len(windows) - 1 or any(o < 1 for o in overlaps):
+        raise ValueError(f"overlap must be a positive number or {len(windows) - 1} positive numbers (one per pair of windows), got {overlap}")
     for k, w in enumerate(windows):
-        if w.ndim != 4 or w.shape[0] <= overlap or w.shape[1:] != windows[0].shape[1:]:
+        touching = overlaps[max(k - 1, 0):k + 1]  # the overlaps with the previous and the next window
+        if w.ndim != 4 or w.shape[0] <= max(touching, default=0) or w.shape[1:] != windows[0].shape[1:]:
             raise ValueError(
                 f"windows[{k}] has shape {tuple(w.shape)}; every window must be (F_k, H, W, 3) with the same H, W "
-                f"and more than overlap={overlap} frames"
+                f"and more than overlap={max(touching, default=0)} frames"
             )
     results = [
         recover_cameras(
@@ -97,6 +103,7 @@ def recover_cameras_windowed(
     similarities = [(torch.ones((), dtype=torch.float64), torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))]
     worst_rms = 0.0
     for k in range(1, len(windows)):
+        overlap = overlaps[k - 1]
         both = results[k - 1].valid[-overlap:] & results[k].valid[:overlap]  # (O, H, W) valid in both windows
         indices = sample_pixels(both, ALIGNMENT_POINTS // overlap + 1, seed=k)  # (O, N)
 
@@ -114,8 +121,8 @@ def recover_cameras_windowed(
 
     keep = []  # per window, the frame range it contributes
     for k, result in enumerate(merged):
-        first = 0 if k == 0 else overlap - overlap // 2
-        last = result.depth.shape[0] - (overlap // 2 if k < len(merged) - 1 else 0)
+        first = 0 if k == 0 else overlaps[k - 1] - overlaps[k - 1] // 2
+        last = result.depth.shape[0] - (overlaps[k] // 2 if k < len(merged) - 1 else 0)
         keep.append(slice(first, last))
 
     def cat(attribute):

@@ -6,7 +6,9 @@ A cache folder holds safetensors shards (``shard-00000.safetensors`` ...) with, 
     i.image_embeds (tokens, image_dim)  i.cond.single / i.cond.full / i.cond.sparse<k> (20, f, h, w)
 
 where ``cond.*`` are the UMC channels (mask 4 + condition latents 16) of each task's observed frames
-(sparse: ``sparse_counts`` frames, first/last/uniform). ``empty_prompt.safetensors`` holds the empty
+(sparse: ``sparse_counts`` frames, first/last/uniform; default: the counts Table 5 evaluates, see
+:func:`table5_sparse_counts`, since training from raw clips draws any count 2 .. F-1 and the cache can
+hold only some). ``empty_prompt.safetensors`` holds the empty
 prompt's embedding for prompt dropout, and ``cache.json`` the fingerprint: VAE hash, frame count,
 resolution. A cache built for another VAE, size or frame count is refused at load.
 
@@ -25,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
-from one4d.conditioning import TASKS, observed_mask, spread_frames
+from one4d.conditioning import TASKS, observed_frames, observed_mask, spread_frames
 from one4d.encoding import Encoders, encode_prompt, encode_video
 
 from one4d.conditioning import UNOBSERVED_FILL
@@ -33,6 +35,15 @@ from one4d.encoding import condition_latents, first_observed_image_embeds
 
 FORMAT_VERSION = 1
 INDEX_NAME, EMPTY_PROMPT_NAME = "cache.json", "empty_prompt.safetensors"
+
+# The sparsity ratios of the paper's Table 5 (sparse-frame reconstruction on Sintel and Bonn; issue 13).
+TABLE5_SPARSITIES = (0.50, 0.25, 0.10, 0.05, 0.04, 0.03)
+
+
+def table5_sparse_counts(num_frames: int = 81) -> tuple[int, ...]:
+    """The observed-frame counts Table 5 evaluates on a clip of ``num_frames``: max(2, round(r F)) for its
+    ratios (the evaluation rule, :func:`one4d.conditioning.observed_frames`); at 81 frames (2, 3, 4, 8, 20, 41)."""
+    return tuple(sorted({len(observed_frames("sparse", num_frames, sparsity=r)) for r in TABLE5_SPARSITIES}))
 
 
 def task_frame_sets(num_frames: int, sparse_counts: list[int]) -> dict[str, list[int]]:
@@ -45,15 +56,16 @@ def task_frame_sets(num_frames: int, sparse_counts: list[int]) -> dict[str, list
 
 
 @torch.no_grad()
-def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, sparse_counts=(2, 3),
+def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, sparse_counts=None,
                 shard_size: int = 256, dtype: torch.dtype = torch.float32, progress: bool = True,
                 condition_fill: float = UNOBSERVED_FILL) -> Path:
-    """Encode every sample of ``dataset`` (epoch 0) into shards under ``folder``; ``vae`` is the encoders' fingerprint."""
+    """Encode every sample of ``dataset`` (epoch 0) into shards under ``folder``; ``vae`` is the encoders' fingerprint.
+    ``sparse_counts``: the sparse tasks' observed-frame counts; None: Table 5's at the clips' frame count."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dataset.set_epoch(0)
     num_frames = dataset.num_frames
-    tasks = task_frame_sets(num_frames, list(sparse_counts))
+    tasks = task_frame_sets(num_frames, list(table5_sparse_counts(num_frames) if sparse_counts is None else sparse_counts))
     shards, tensors = [], {}
 
     def flush():
@@ -156,11 +168,12 @@ class LatentCacheDataset(Dataset):
         return sample
 
 
-__all__ = ["build_cache", "LatentCacheDataset", "task_frame_sets"]
+__all__ = ["build_cache", "LatentCacheDataset", "task_frame_sets", "table5_sparse_counts"]
 
 
 def cache_from_config(cfg) -> Path:
-    """The body of ``scripts/cache_latents.py``: raw clips of ``cfg.data`` encoded with ``cfg.model.components`` into ``cfg.cache_dir``."""
+    """The body of ``scripts/cache_latents.py``: raw clips of ``cfg.data`` encoded with ``cfg.model.components`` into ``cfg.cache_dir``;
+    ``cache_sparse_counts`` (optional, e.g. ``+cache_sparse_counts=[2,3]``) overrides Table 5's counts."""
     from one4d.encoding import load_encoders, vae_fingerprint
 
     from .builders import build_dataset, encoder_dtype, encoder_settings
@@ -173,5 +186,7 @@ def cache_from_config(cfg) -> Path:
     encoders = load_encoders(cfg.model.components, dtype=encoder_dtype(cfg.model), seed=int(cfg.model.components_seed))
     encoders.to("cuda" if torch.cuda.is_available() else "cpu")
     fingerprint = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model))
-    return build_cache(dataset, encoders, cfg.cache_dir, vae=fingerprint, sparse_counts=tuple(cfg.get("cache_sparse_counts", (2, 3))),
+    counts = cfg.get("cache_sparse_counts")
+    counts = None if counts is None else tuple(int(count) for count in counts)
+    return build_cache(dataset, encoders, cfg.cache_dir, vae=fingerprint, sparse_counts=counts,
                        condition_fill=float(cfg.model.condition_fill))
