@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from one4d.eval.predictions import OraclePredictor, PredictionFolder
+from one4d.eval.predictions import OraclePredictor, PredictionFolder, SavedPredictions
 from one4d.eval.runner import Predictor, evaluate
 from one4d.eval.tables import DEFAULT_GUIDANCE, render_report, render_run
 
@@ -77,6 +77,41 @@ def run_name(benchmark: str, sparsity, guidance_scale: float | None = None) -> s
     return name if guidance_scale is None or float(guidance_scale) == DEFAULT_GUIDANCE else f"{name}_cfg{float(guidance_scale):g}"
 
 
+def run_folder(cfg: DictConfig, label: str, sparsity) -> Path:
+    """``<output_dir>/<label>/<run name>``: the run's metrics.json and table.md, and its saved predictions."""
+    name = run_name(cfg.benchmark.name, sparsity, run_guidance(cfg))
+    return Path(cfg.output_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") / name
+
+
+# Options that change how predictions are scored or where results go, not the predictions themselves.
+NOT_PREDICTION_SETTINGS = ("root", "roots", "output_dir", "label", "strict", "resume", "metrics", "predictions",
+                           "quaternion_order", "hydra")
+
+
+def prediction_settings(cfg: DictConfig) -> dict:
+    """What a run's saved predictions depend on: its config without scoring and output options, the
+    other mode's predictor, or the choice of sequences (resuming on a subset reuses what is saved)."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    for key in (*NOT_PREDICTION_SETTINGS, *({"model": ("oracle",), "oracle": ("model_predictor",)}[resolve_mode(cfg)])):
+        settings.pop(key, None)
+    settings["mode"] = resolve_mode(cfg)
+    settings["benchmark"].pop("metrics", None)
+    settings["benchmark"]["reader"].pop("sequences", None)
+    return settings
+
+
+def saved_predictor(cfg: DictConfig, folder: Path, sources) -> Predictor:
+    """The configured predictor; one that predicts (model, oracle) saves each prediction in
+    ``folder/predictions`` as it goes, so a re-run resumes (:class:`SavedPredictions`). The model is
+    loaded up front when some sequence has no saved prediction, so a bad model option fails at once."""
+    if resolve_mode(cfg) == "predictions":
+        return build_predictor(cfg)
+    saved = SavedPredictions(lambda: build_predictor(cfg), folder / "predictions", prediction_settings(cfg), resume=cfg.resume)
+    if saved.missing(source.name for source in sources):
+        saved.load()
+    return saved
+
+
 def collect_runs(output_dir: str | Path) -> list[dict]:
     """Every run record written under ``output_dir``, in a stable order."""
     return [json.loads(path.read_text()) for path in sorted(Path(output_dir).glob("*/*/metrics.json"))]
@@ -87,13 +122,13 @@ def run(cfg: DictConfig) -> dict:
     sparsity = None if cfg.sparsity is None else float(cfg.sparsity)
     reader = instantiate(cfg.benchmark.reader, _partial_=True, _convert_="all")  # called here: its errors stay ValueErrors
     sources = reader(root=cfg.root)
-    predictor = build_predictor(cfg)
     depth_options = OmegaConf.to_container(cfg.benchmark.metrics, resolve=True)  # depth_metrics' keyword arguments
-    result = evaluate(sources, predictor, sparsity=sparsity, strict=cfg.strict, depth_options=depth_options)
     label = cfg.label or default_label(cfg)
+    folder = run_folder(cfg, label, sparsity)
+    predictor = saved_predictor(cfg, folder, sources)
+    result = evaluate(sources, predictor, sparsity=sparsity, strict=cfg.strict, depth_options=depth_options)
     record = {"benchmark": cfg.benchmark.name, "sparsity": sparsity, "guidance_scale": run_guidance(cfg), "label": label,
               "metrics": depth_options, "result": result}
-    folder = Path(cfg.output_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") / run_name(cfg.benchmark.name, sparsity, run_guidance(cfg))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     (folder / "table.md").write_text(render_run(record))

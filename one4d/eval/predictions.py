@@ -7,11 +7,19 @@ camera-to-world pose. MonST3R writes the quaternion scalar FIRST (``c2w_to_tumpo
 TUM benchmark's files (``qx qy qz qw``): ``quaternion_order`` says which a folder uses. Lines are
 matched to frames by order (as MonST3R's eval_metrics does when the counts agree); the
 timestamps in the file are ignored.
+
+:class:`SavedPredictions` writes a predictor's output in this layout as it goes, so that a killed
+evaluation resumes where it stopped (see data/benchmarks.md, "Resuming an evaluation").
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -75,7 +83,7 @@ class PredictionFolder:
             files = sorted(folder.glob("frame_*.npy"))
             if len(files) != sequence.num_frames:
                 raise ValueError(f"sequence {sequence.name}: {len(files)} frame_XXXX.npy files in {folder}, the sequence has {sequence.num_frames} frames")
-            maps = [np.load(f).astype(np.float32).squeeze() for f in files]
+            maps = [_load_depth(sequence.name, f) for f in files]
             for path, depth_map in zip(files, maps):
                 if depth_map.ndim != 2 or depth_map.shape != maps[0].shape:
                     raise ValueError(f"sequence {sequence.name}: {path} holds shape {depth_map.shape}, expected (H, W) like {files[0].name}")
@@ -88,6 +96,99 @@ class PredictionFolder:
             if len(camera_to_world) != sequence.num_frames:
                 raise ValueError(f"sequence {sequence.name}: {path} has {len(camera_to_world)} poses, the sequence has {sequence.num_frames} frames")
         return Prediction(depth, camera_to_world)
+
+
+def _load_depth(name: str, path: Path) -> np.ndarray:
+    try:
+        return np.load(path).astype(np.float32).squeeze()
+    except (ValueError, EOFError, OSError) as error:  # truncated, empty or not a .npy file
+        raise ValueError(f"sequence {name}: cannot read {path} ({error})") from error
+
+
+class SavedPredictions:
+    """The predictor ``build()`` returns, its predictions saved as they are made and read back when there.
+
+    Each sequence goes to ``folder/<sequence>/`` in the layout above (so ``predictions=folder`` reads
+    it as any saved method), written under a temporary name and renamed when complete: a killed run
+    never leaves a half-written folder that looks finished. A sequence whose saved folder reads back
+    is not predicted again; one that does not (truncated or unreadable file, wrong frame count) is
+    predicted again, with a warning naming it. The metrics are always computed from what was read
+    back, so a resumed run and an uninterrupted one score the very same numbers.
+
+    ``settings`` (what the predictions depend on) are kept in ``folder/settings.json``; resuming
+    with other settings is refused, so one run's tables never mix two configurations.
+    ``resume=False`` deletes what ``folder`` holds and predicts everything. The predictor is built
+    only when a sequence needs it: re-scoring a finished run (say, under another depth protocol)
+    loads no model.
+    """
+
+    SETTINGS = "settings.json"
+
+    def __init__(self, build: Callable[[], Callable], folder: str | Path, settings: dict, resume: bool = True, log=print):
+        self.build, self.predictor, self.folder = build, None, Path(folder)
+        if not resume and self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for partial in self.folder.glob(".*.partial"):  # left by a killed run
+            shutil.rmtree(partial)
+        settings = json.loads(json.dumps(settings))  # as stored: lists, not tuples
+        saved_path = self.folder / self.SETTINGS
+        if saved_path.is_file():
+            changed = _differences(json.loads(saved_path.read_text()), settings)
+            if changed:
+                raise ValueError(f"the saved predictions in {self.folder} were made with other settings ({'; '.join(changed)}); "
+                                 "pass resume=false to predict again, or another label or output_dir")
+        else:
+            saved_path.write_text(json.dumps(settings, indent=2) + "\n")
+        self.reader = PredictionFolder(self.folder)
+        done = sorted(p.name for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if done:
+            log(f"resuming: {len(done)} saved predictions in {self.folder} are read back, not predicted again (resume=false recomputes)")
+
+    def missing(self, names) -> list[str]:
+        """The sequences among ``names`` that have no saved prediction."""
+        return [name for name in names if not (self.folder / name).is_dir()]
+
+    def load(self):
+        """The wrapped predictor, built at the first call."""
+        if self.predictor is None:
+            self.predictor = self.build()
+        return self.predictor
+
+    def __call__(self, sequence: EvalSequence, observed_frame_indices: np.ndarray) -> Prediction:
+        target = self.folder / sequence.name
+        if target.is_dir():
+            try:
+                return self.reader(sequence, observed_frame_indices)
+            except ValueError as error:
+                warnings.warn(f"saved prediction of {sequence.name} in {target} is corrupt, predicting it again: {error}", stacklevel=2)
+        self._write(target, self.load()(sequence, observed_frame_indices))
+        return self.reader(sequence, observed_frame_indices)
+
+    def _write(self, target: Path, prediction: Prediction) -> None:
+        """Write to ``.<name>.partial``, flush to disk, then rename to ``<name>`` (atomic on one file system)."""
+        partial = target.with_name(f".{target.name}.partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        save_prediction(partial, prediction)
+        for path in partial.iterdir():
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+        if target.exists():  # a corrupt one: killed between these two lines, the sequence is simply predicted again
+            shutil.rmtree(target)
+        os.replace(partial, target)
+
+
+def _differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """``key: saved -> current`` for each setting that differs, nested keys dotted."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old} -> {new}")
+    return changed
 
 
 class OraclePredictor:
