@@ -111,3 +111,24 @@ def test_guidance_changes_the_prediction_only_with_a_prompt(pipeline):
     assert relative(*empty) < 1e-3
     negative_only = predict(pipeline, 4.0, "", WAN_NEGATIVE_PROMPT)
     assert relative(negative_only, empty[0]) > 0.05
+
+
+def test_eval_script_warns_once_with_the_count_and_a_changed_prompts_file_is_not_resumed(tmp_path):
+    import subprocess
+    import sys
+
+    from test_eval_datasets import make_fake_sintel
+    from test_eval_model import TINY
+
+    make_fake_sintel(tmp_path / "sintel")  # alley_2, bamboo_1
+    prompts = write_prompts(tmp_path / "prompts.jsonl", [{"sequence": "alley_2", "prompt": "a girl runs in an alley"}])
+    command = [sys.executable, str(REPO / "scripts" / "eval.py"), "benchmark=sintel", f"root={tmp_path / 'sintel'}", "mode=model",
+               *TINY, "model_predictor.guidance_scale=1", f"model_predictor.prompts={prompts}", "label=tiny",
+               f"output_dir={tmp_path / 'out'}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    warnings = [line for line in (done.stdout + done.stderr).splitlines() if "has no prompt for" in line]
+    assert len(warnings) == 1 and "1 of 2 sequences" in warnings[0], done.stderr[-2000:]
+    write_prompts(prompts, [{"sequence": "alley_2", "prompt": "another caption"}])  # same path, other prompts
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2 and "prompts_sha256" in done.stderr, done.stderr[-2000:]

@@ -9,6 +9,7 @@ paper's tables.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import re
@@ -97,6 +98,9 @@ def prediction_settings(cfg: DictConfig) -> dict:
     settings["mode"] = resolve_mode(cfg)
     settings["benchmark"].pop("metrics", None)
     settings["benchmark"]["reader"].pop("sequences", None)
+    prompts = (settings.get("model_predictor") or {}).get("prompts")
+    if isinstance(prompts, str) and Path(prompts).is_file():  # the file's contents, not only its path, decide the prompts
+        settings["model_predictor"]["prompts_sha256"] = hashlib.sha256(Path(prompts).read_bytes()).hexdigest()
     return settings
 
 
@@ -109,6 +113,8 @@ def saved_predictor(cfg: DictConfig, folder: Path, sources) -> Predictor:
     saved = SavedPredictions(lambda: build_predictor(cfg), folder / "predictions", prediction_settings(cfg), resume=cfg.resume)
     if saved.missing(source.name for source in sources):
         saved.load()
+        if hasattr(saved.predictor, "check_prompts"):  # one warning, with the count, for sequences the prompts file lacks
+            saved.predictor.check_prompts([source.name for source in sources])
     return saved
 
 
