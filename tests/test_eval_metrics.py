@@ -14,6 +14,7 @@ from evo.core.trajectory import PoseTrajectory3D
 
 from one4d.eval import depth_metrics, pose_metrics
 from one4d.eval.metrics import average_depth, average_pose, lad_scale, lad_scale_shift
+from one4d.eval.protocols import PROTOCOLS
 from one4d.geometry import associate_timestamps, make_pose, quaternion_to_rotation, read_tum_trajectory
 
 TUM_FR1_XYZ = Path("/work/shared/data/tum_fr1_xyz")
@@ -72,26 +73,42 @@ def fake_depth(seed: int = 0, shape=(4, 24, 32)) -> torch.Tensor:
     return 1.0 + 9.0 * torch.rand(*shape, generator=generator, dtype=torch.float64)
 
 
-def test_depth_of_ground_truth_is_perfect_for_every_alignment():
+def test_depth_of_ground_truth_is_perfect_for_every_protocol_and_alignment():
     gt = fake_depth()
-    for align in ("scale&shift", "scale", "median", "none"):
-        result = depth_metrics(gt, gt, align=align)
-        assert result["abs_rel"] == pytest.approx(0.0, abs=1e-9)
-        assert result["delta_1_25"] == 1.0
-        assert result["valid_pixels"] == gt.numel()
+    for protocol, row in PROTOCOLS.items():
+        for align in row.solvers:
+            result = depth_metrics(gt, gt, align=align, protocol=protocol)
+            # the peers read the prediction as float32: their Adam then wanders by its step size around the optimum
+            assert result["abs_rel"] == pytest.approx(0.0, abs=1e-9 if protocol == "exact" else 1e-4), (protocol, align)
+            assert result["delta_1_25"] == 1.0
+            assert result["valid_pixels"] == gt.numel() and result["protocol"] == protocol
+
+
+def test_exact_keeps_its_numbers_and_the_subset_is_an_option():
+    """protocol="exact" is the exact LAD solver of before (float64, bilinear resize); ``fit_pixels`` restores the
+    strided subset it used above 2^20 pixels, which is off by default (the peers fit every pixel)."""
+    generator = torch.Generator().manual_seed(3)
+    gt = 1 + 9 * torch.rand(2, 12, 16, generator=generator, dtype=torch.float64)
+    pred = 0.3 * gt + 0.2 + 0.05 * torch.randn(gt.shape, generator=generator, dtype=torch.float64)
+    result = depth_metrics(pred, gt, protocol="exact")
+    scale, shift = lad_scale_shift(pred.reshape(-1), gt.reshape(-1), max_pixels=None)
+    assert result["scale"] == float(scale) and result["shift"] == float(shift)
+    subset = depth_metrics(pred, gt, protocol="exact", fit_pixels=100)
+    scale, shift = lad_scale_shift(pred.reshape(-1), gt.reshape(-1), max_pixels=100)
+    assert subset["scale"] == float(scale) and subset["scale"] != result["scale"]
 
 
 def test_scale_and_shift_undoes_an_affine_prediction_and_none_does_not():
     gt = fake_depth()
     pred = gt * 3 + 0.5
-    aligned = depth_metrics(pred, gt, align="scale&shift")
+    aligned = depth_metrics(pred, gt, align="scale&shift", protocol="exact")
     assert aligned["abs_rel"] < 1e-6 and aligned["delta_1_25"] == 1.0
     assert aligned["scale"] == pytest.approx(1 / 3, rel=1e-6)
-    raw = depth_metrics(pred, gt, align="none")
+    raw = depth_metrics(pred, gt, align="none", protocol="exact")
     assert raw["abs_rel"] > 1.0 and raw["delta_1_25"] == 0.0
     # median scaling removes the scale but not the shift
-    assert depth_metrics(gt * 3, gt, align="median")["abs_rel"] < 1e-12
-    assert depth_metrics(pred, gt, align="median")["abs_rel"] > 1e-3
+    assert depth_metrics(gt * 3, gt, align="median", protocol="exact")["abs_rel"] < 1e-12
+    assert depth_metrics(pred, gt, align="median", protocol="exact")["abs_rel"] > 1e-3
 
 
 def test_lad_fits_are_robust_to_outliers_and_optimal():
@@ -116,23 +133,23 @@ def test_depth_mask_clip_and_resize():
     gt[1, 0, :4] = 100.0  # beyond max_depth
     pred = gt.clone()
     pred[0, 0, :4] = 1e6  # would ruin the metric if not masked
-    result = depth_metrics(pred, gt, align="none", max_depth=70.0)
+    result = depth_metrics(pred, gt, align="none", max_depth=70.0, protocol="exact")
     assert result["valid_pixels"] == gt.numel() - 8 and result["abs_rel"] == pytest.approx(0.0, abs=1e-12)
     # post-clip: a prediction far beyond 70 is clipped to 70 before the error is measured
     far = torch.full((1, 4, 4), 60.0, dtype=torch.float64)
-    clipped = depth_metrics(far * 10, far, align="none", post_clip_max=70.0)
+    clipped = depth_metrics(far * 10, far, align="none", post_clip_max=70.0, protocol="exact")
     assert clipped["abs_rel"] == pytest.approx(10 / 60)
     # a half-resolution prediction of a constant-per-frame depth is resized and still exact
     flat = torch.ones(2, 16, 16, dtype=torch.float64) * torch.tensor([2.0, 5.0], dtype=torch.float64)[:, None, None]
-    assert depth_metrics(flat[:, ::2, ::2], flat, align="none")["abs_rel"] < 1e-12
+    assert depth_metrics(flat[:, ::2, ::2], flat, align="none", protocol="exact")["abs_rel"] < 1e-12
 
 
 def test_depth_bad_input_says_what_is_wrong():
     gt = fake_depth()
     with pytest.raises(ValueError, match="same F"):
         depth_metrics(gt[:2], gt)
-    with pytest.raises(ValueError, match="alignment"):
-        depth_metrics(gt, gt, align="lstsq")
+    with pytest.raises(ValueError, match="no alignment 'lstsq' in protocol 'exact'"):
+        depth_metrics(gt, gt, align="lstsq", protocol="exact")
     with pytest.raises(ValueError, match="non-finite"):
         bad = gt.clone()
         bad[0, 0, 0] = float("nan")
@@ -143,7 +160,7 @@ def test_depth_bad_input_says_what_is_wrong():
 
 def test_depth_accepts_numpy_float32():
     gt = fake_depth().numpy().astype(np.float32)
-    assert depth_metrics(gt * 2, gt, align="scale")["abs_rel"] < 1e-6
+    assert depth_metrics(gt * 2, gt, align="scale", protocol="exact")["abs_rel"] < 1e-6
 
 
 def test_averages_weight_depth_by_pixels_and_pose_plainly():

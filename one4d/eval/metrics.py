@@ -1,18 +1,13 @@
 """Video depth and camera pose metrics (SPEC section 7), as MonST3R, Geo4D and CUT3R compute them.
 
 Depth (``depth_metrics``): one alignment per sequence over all its frames' valid pixels, valid =
-finite and 0 < gt < max_depth; the prediction is resized to the ground truth's resolution first.
-Alignments:
-- "scale&shift": least absolute deviation (LAD) fit of ``s * pred + t`` to gt, started from
-  median scaling. MonST3R's ``align_with_lad2`` runs Adam (lr 1e-4, 1000 steps) from that start,
-  which moves ``s`` by at most ~0.1 and ``t`` barely: a partial LAD. We solve the LAD problem
-  (bisection on its convex profile in s), so ``gt * 3 + 0.5`` aligns exactly; expect our numbers
-  to be equal or better than a run of their script on the same depth maps. Above 2^20 valid
-  pixels the fit (not the metric) uses an evenly strided subset.
-- "scale": exact LAD scale (a weighted median of gt / pred); "median": median(gt) / median(pred);
-  "none": the prediction as it is.
-Abs Rel = mean |p - g| / g; delta < 1.25 = mean(max(p / g, g / p) < 1.25), with p clamped at 1e-5
-for delta only (as their script does, so negative depths never count as inliers).
+finite and 0 < gt < max_depth, after resizing the prediction to the ground truth's resolution. How the
+prediction is resized, aligned and scored is a ``protocol`` (``one4d.eval.protocols``): "monst3r",
+"cut3r" and "geo4d" reproduce those projects' evaluation scripts step by step (so a number can be set
+beside theirs), "exact" is this project's exact L1 fit (its own column). Alignments: "scale&shift"
+(``s * pred + t``), "scale", "median" (median(gt) / median(pred)), "none"; each protocol offers those its
+peer's script offers. Abs Rel = mean |p - g| / g; delta < 1.25 = mean(max(p / g, g / p) < 1.25), with p
+clamped at 1e-5 for delta only (as their script does, so negative depths never count as inliers).
 
 Pose (``pose_metrics``): the estimate is Sim(3)-aligned to the ground truth on camera centres
 (Umeyama), then ATE = RMSE of centre errors; RPE at 1-frame delta over all pairs (i, i + 1) of the
@@ -25,13 +20,15 @@ Averages over sequences: depth weighted by valid pixels, pose a plain mean.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from one4d.eval.protocols import PROTOCOLS, fit_subset, lad_scale, lad_scale_shift, protocol_solver
 from one4d.geometry import invert_pose, rotation_angle_degrees, umeyama_alignment
 
-DEPTH_ALIGNMENTS = ("scale&shift", "scale", "median", "none")
 DEPTH_KEYS = ("abs_rel", "delta_1_25")
 POSE_KEYS = ("ate", "rpe_trans", "rpe_rot")
 
@@ -44,139 +41,98 @@ def _as_tensor(array, name: str) -> torch.Tensor:
     raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(array).__name__}")
 
 
-def resize_depth(depth: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear resize of (F, h, w) depth to (F, height, width).
+def _depth_tensor(array, name: str, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device`` in ``dtype`` (None: float64 stays float64, anything else float32)."""
+    if not isinstance(array, (torch.Tensor, np.ndarray)):
+        raise ValueError(f"{name} must be a numpy array or a torch tensor, got {type(array).__name__}")
+    tensor = torch.as_tensor(array).detach()
+    if dtype is None:
+        dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    return tensor.to(device, dtype)
 
-    Their scripts use cv2 bicubic; bilinear never overshoots into negative depth at edges.
+
+def resize_depth(depth: torch.Tensor, height: int, width: int, mode: str = "bilinear") -> torch.Tensor:
+    """(F, h, w) depth to (F, height, width), align_corners=False, no antialias.
+
+    "bicubic" is torch's a = -0.75 cubic, exactly torchvision's ``Resize(BICUBIC)`` on tensors under torch 2.0
+    (Geo4D). "opencv_cubic" is OpenCV's ``cv2.resize(INTER_CUBIC)`` per frame (MonST3R, CUT3R), itself when
+    OpenCV is installed: torch's bicubic equals it only up to float32 rounding, and CUT3R's 10-round
+    reweighted scale fit amplifies such rounding (1e-3 to 2e-2 in Abs Rel on the tests' cases).
     """
     if depth.shape[-2:] == (height, width):
         return depth
-    return F.interpolate(depth[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
-
-
-# ----------------------------------------------------------------------------- depth alignment
-
-
-def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Smallest value whose cumulative weight reaches half the total weight."""
-    order = torch.argsort(values)
-    cumulative = torch.cumsum(weights[order], 0)
-    index = torch.searchsorted(cumulative, cumulative[-1] / 2)
-    return values[order][index.clamp(max=values.numel() - 1)]
-
-
-FIT_PIXELS = 1 << 20
-
-
-def _fit_subset(pred: torch.Tensor, gt: torch.Tensor, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Evenly strided subset of at most ``max_pixels`` pixels: the fit, not the metric, uses it."""
-    step = -(-pred.numel() // max_pixels)
-    return pred[::step], gt[::step]
-
-
-def lad_scale(pred: torch.Tensor, gt: torch.Tensor, max_pixels: int = FIT_PIXELS) -> torch.Tensor:
-    """argmin_s sum |g - s p|: sum |p| |g / p - s| is minimised by the |p|-weighted median of g / p."""
-    pred, gt = _fit_subset(pred, gt, max_pixels)
-    usable = pred != 0
-    return _weighted_median(gt[usable] / pred[usable], pred[usable].abs())
-
-
-def lad_scale_shift(
-    pred: torch.Tensor, gt: torch.Tensor, iterations: int = 48, max_pixels: int = FIT_PIXELS
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """argmin_(s, t) sum |g - (s p + t)|, started from median scaling.
-
-    For a fixed s the best t is median(g - s p), and f(s) = min_t sum |g - s p - t| is convex, with
-    slope -sum p sign(g - s p - t). Bracket the slope's sign change around the median-scaling
-    start, then bisect: exact to ~2^-48 of the bracket, with no step size to tune (unlike an Adam
-    or IRLS loop). Sequences above ``max_pixels`` valid pixels are fitted on an evenly strided
-    subset of that size (Sintel has ~22M per sequence).
-    """
-    pred, gt = _fit_subset(pred, gt, max_pixels)
-
-    def slope_and_shift(scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        residual = gt - scale * pred
-        shift = residual.median()
-        return -(pred * torch.sign(residual - shift)).sum(), shift
-
-    start = gt.median() / pred.median()
-    width = start.abs().clamp_min(1e-6)
-    low, high = start - width, start + width
-    for _ in range(60):
-        if slope_and_shift(low)[0] <= 0:
-            break
-        low, width = low - width, 2 * width
-    for _ in range(60):
-        if slope_and_shift(high)[0] >= 0:
-            break
-        high, width = high + width, 2 * width
-    for _ in range(iterations):
-        middle = (low + high) / 2
-        slope, _ = slope_and_shift(middle)
-        if slope == 0:
-            low = high = middle
-            break
-        low, high = (middle, high) if slope < 0 else (low, middle)
-    scale = (low + high) / 2
-    return scale, slope_and_shift(scale)[1]
+    if mode == "opencv_cubic":
+        try:
+            import cv2
+        except ImportError:
+            warnings.warn("OpenCV is not installed (pip install opencv-python-headless): resizing with torch's bicubic, "
+                          "equal to cv2.INTER_CUBIC up to float32 rounding", stacklevel=3)
+        else:
+            frames = [cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC) for frame in depth.cpu().numpy()]
+            return torch.from_numpy(np.stack(frames)).to(depth.device)
+        mode = "bicubic"
+    return F.interpolate(depth[:, None], size=(height, width), mode=mode, align_corners=False)[:, 0]
 
 
 def align_depth(pred: torch.Tensor, gt: torch.Tensor, align: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) mapping valid predicted depths (N,) onto valid gt depths (N,)."""
-    one, zero = torch.ones((), dtype=pred.dtype), torch.zeros((), dtype=pred.dtype)
+    """(scale, shift) of the exact fits mapping valid predicted depths (N,) onto gt (N,), above 2^20 pixels on a strided subset (for pictures)."""
+    zero = torch.zeros((), dtype=pred.dtype)
     if align == "scale&shift":
         return lad_scale_shift(pred, gt)
     if align == "scale":
         return lad_scale(pred, gt), zero
-    if align == "median":
-        return gt.median() / pred.median(), zero
-    if align == "none":
-        return one, zero
-    raise ValueError(f"depth alignment must be one of {DEPTH_ALIGNMENTS}, got {align!r}")
+    return PROTOCOLS["exact"].solvers[align](pred, gt)
 
 
 # ----------------------------------------------------------------------------- metrics
 
 
 def depth_metrics(
-    pred, gt, align: str = "scale&shift", max_depth: float | None = 70.0, post_clip_max: float | None = None
+    pred, gt, align: str = "scale&shift", max_depth: float | None = 70.0, post_clip_max: float | None = None,
+    protocol: str = "geo4d", fit_pixels: int | None = None,
 ) -> dict:
-    """Abs Rel and delta < 1.25 of one sequence's depth (F, H, W) against gt (F, H', W').
+    """Abs Rel and delta < 1.25 of one sequence's depth (F, H, W) against gt (F, H', W') under ``protocol``.
 
-    The prediction is resized to the gt resolution; one alignment for the whole sequence;
-    ``post_clip_max`` clips the aligned prediction (Sintel: 70). Returns ``abs_rel``,
-    ``delta_1_25`` (a fraction), ``valid_pixels`` (the weight for averaging), ``scale``, ``shift``.
+    The default protocol is "geo4d", what the benchmark configs use: the One4D paper's depth numbers most
+    likely follow Geo4D's scripts (its Table 3 quotes Geo4D; shared eval/PROTOCOLS.md). Non-peer callers
+    (the demo) pass "exact". ``post_clip_max`` clips the aligned prediction (Geo4D: 70 on every set;
+    MonST3R, CUT3R: 70 on Sintel only). ``fit_pixels``: fit on an evenly strided subset of that many valid
+    pixels (the metric still uses all); off by default, as the peers fit every pixel. The solvers run on
+    the prediction's device. Returns ``abs_rel``, ``delta_1_25`` (a fraction), ``valid_pixels`` (the
+    weight for averaging), ``scale``, ``shift`` and ``protocol``.
     """
-    if align not in DEPTH_ALIGNMENTS:
-        raise ValueError(f"depth alignment must be one of {DEPTH_ALIGNMENTS}, got {align!r}")
-    pred, gt = _as_tensor(pred, "predicted depth"), _as_tensor(gt, "ground-truth depth")
+    row, solver = protocol_solver(protocol, align)
+    device = pred.device if isinstance(pred, torch.Tensor) else torch.device("cpu")
+    pred = _depth_tensor(pred, "predicted depth", row.dtype, device)
+    gt = _depth_tensor(gt, "ground-truth depth", row.gt_dtype, device)
     if pred.ndim != 3 or gt.ndim != 3 or pred.shape[0] != gt.shape[0]:
         raise ValueError(
             f"depth_metrics needs (F, H, W) prediction and ground truth with the same F, got {tuple(pred.shape)} and {tuple(gt.shape)}"
         )
-    pred = resize_depth(pred, gt.shape[1], gt.shape[2])
+    pred = resize_depth(pred, gt.shape[1], gt.shape[2], row.resize)
     valid = torch.isfinite(gt) & (gt > 0)
     if max_depth is not None:
         valid &= gt < max_depth
     count = int(valid.sum())
     if count == 0:
         raise ValueError(f"no valid ground-truth depth pixel (0 < gt < {max_depth}) in the sequence")
-    p, g = pred[valid], gt[valid]  # (N,), (N,)
+    p, g = pred[valid], gt[valid]  # (N,), (N,) in row-major (frame, row, column) order, as the peers flatten
     if not torch.isfinite(p).all():
         raise ValueError(f"the predicted depth has {int((~torch.isfinite(p)).sum())} non-finite values on valid pixels")
-    scale, shift = align_depth(p, g, align)
+    scale, shift = solver(*fit_subset(p, g, fit_pixels))
     p = scale * p + shift
     if post_clip_max is not None:
-        p = p.clamp(max=post_clip_max)
-    abs_rel = ((p - g).abs() / g).mean()
-    clamped = p.clamp(min=1e-5)
-    delta = (torch.maximum(clamped / g, g / clamped) < 1.25).double().mean()
+        p = torch.clamp(p, max=post_clip_max)
+    abs_rel = torch.mean(torch.abs(p - g) / g)
+    clamped = torch.clamp(p, min=1e-5)
+    delta = torch.mean((torch.maximum(clamped / g, g / clamped) < 1.25).to(row.vote_dtype))
     return {
         "abs_rel": float(abs_rel),
         "delta_1_25": float(delta),
         "valid_pixels": count,
         "scale": float(scale),
         "shift": float(shift),
+        "protocol": protocol,
     }
 
 
