@@ -2,14 +2,17 @@
 
     python scripts/sample.py task=single input=photo.png prompt="a dog runs on the beach" out=outputs/dog
     python scripts/sample.py task=sparse input=clip.mp4 sparsity=0.1 out=outputs/sparse
-    python scripts/sample.py task=full input=clip.mp4 out=outputs/full
+    python scripts/sample.py task=full input=clip.mp4 checkpoint=data/checkpoints/tiny out=outputs/full
 
-Options and the memory settings are in configs/sample.yaml; bad input exits with code 2 and one line on stderr.
+``checkpoint=`` a folder with a sampling.json (the shipped tiny model, any trainer checkpoint or run folder) brings
+its model, training size and sampler settings; command-line values win. Options and the memory settings are in
+configs/sample.yaml; bad input exits with code 2 and one line on stderr.
 """
 
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from one4d.pipeline.cli import sample
@@ -17,7 +20,7 @@ from one4d.pipeline.cli import sample
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    code = sample(cfg)
+    code = sample(cfg, list(HydraConfig.get().overrides.task))
     if code:
         sys.exit(code)
 

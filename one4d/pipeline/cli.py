@@ -1,5 +1,10 @@
 """What ``scripts/sample.py`` runs: check everything the user gave, THEN load models, sample, write ``out/``.
 
+``checkpoint=<folder>`` with a ``sampling.json`` (every trainer checkpoint, the shipped tiny model) supplies
+its model preset and weights, its training size and its recommended sampler settings for every key the
+command line leaves out (:func:`apply_checkpoint_settings`); a request far from that training size is
+warned about, with the estimated time, before anything is loaded. CPU threads follow ``one4d.runtime``.
+
 Bad input (a missing or unreadable file, a corrupt video, an unknown task, steps <= 0, a negative CFG,
 a checkpoint of another preset, an output folder that cannot be written...) is found before any
 model is loaded and reported as one line on stderr with exit code 2. Output goes to a temporary
@@ -19,11 +24,15 @@ from one4d.conditioning import TASKS
 
 from one4d.storage import check_precision, storage_dtype, torch_dtype
 
-from .inputs import prepare_conditions, read_input
-from .loading import SCHEDULERS, read_state_architecture
+from one4d.runtime import configure_cpu_threads, python_command
+from one4d.sampling_file import read_sampling_file
+
+from .inputs import default_frame_count, prepare_conditions, read_input
+from .loading import SCHEDULERS, checkpoint_folder, read_state_architecture
 from .outputs import discard, prepare_output_folder, publish, write_outputs
 
 BAD_INPUT = 2
+FAR = 2.0  # a frame count or side this many times the training one (or a fraction as small) is far from it
 
 
 class UnusableWeights(ValueError):
@@ -65,6 +74,81 @@ def check_settings(cfg: DictConfig) -> None:
                             bool(cfg.model.get("transformer_from_components", False)))
 
 
+def given_keys(overrides) -> list[str]:
+    """The config keys a list of Hydra command-line overrides sets (``model=...`` sets every ``model.*`` key)."""
+    keys = []
+    for override in overrides or ():
+        key = override.split("=", 1)[0].lstrip("+~").strip()
+        if key:
+            keys.append(key)
+    return keys
+
+
+def _is_given(key: str, given: list[str]) -> bool:
+    return any(key == name or key.startswith(name + ".") for name in given)
+
+
+def apply_checkpoint_settings(cfg: DictConfig, given: list[str]) -> dict | None:
+    """Fill ``cfg`` from the checkpoint's ``sampling.json`` for every key not in ``given``; returns its record.
+
+    Model keys (preset, components, ...) and sampler keys (steps, cfg, shift, scheduler, negative_prompt)
+    are taken as they are; the training size becomes ``height`` / ``width`` unless the size was asked for
+    in any way (height, width or max_area), and caps ``num_frames`` (see :func:`checkpoint_frame_count`).
+    """
+    if not cfg.checkpoint:
+        return None
+    metadata = read_sampling_file(checkpoint_folder(cfg.checkpoint))
+    if metadata is None:
+        return None
+    applied = {}
+    for section, prefix in (("model", "model."), ("sampler", "")):
+        for key, value in metadata[section].items():
+            if not _is_given(prefix + key, given):
+                OmegaConf.update(cfg, prefix + key, value, merge=False)
+                if value is not None:
+                    applied[prefix + key] = value
+    trained = metadata["trained_at"]
+    if {"height", "width"} <= set(trained) and not any(_is_given(key, given) for key in ("height", "width", "max_area")):
+        cfg.height, cfg.width = trained["height"], trained["width"]
+        applied["size"] = f"{trained['height']}x{trained['width']}"
+    if "num_frames" in trained and not _is_given("num_frames", given):
+        applied["num_frames"] = f"<= {trained['num_frames']}"
+    shown = ", ".join(f"{key}={value!r}" if isinstance(value, str) and not value else f"{key}={value}" for key, value in applied.items())
+    print(f"checkpoint {cfg.checkpoint}: {shown} (from its sampling.json; command-line values win)")
+    return metadata
+
+
+def checkpoint_frame_count(task: str, available: int, trained: int) -> int:
+    """The frame count at the checkpoint's training length: a single image gets ``trained`` frames, a video the
+    largest 4k + 1 <= min(its frames, ``trained``) (the input rule with the training length as the maximum)."""
+    return trained if task == "single" else default_frame_count(available, max_frames=trained)
+
+
+def warn_if_far_from_training(cfg: DictConfig, conditions, metadata: dict | None, device) -> str | None:
+    """One warning line (stderr) with the estimated time when the fitted size is far from the training size."""
+    trained = (metadata or {}).get("trained_at") or {}
+    if set(trained) != {"num_frames", "height", "width"}:
+        return None
+    requested = {"num_frames": conditions.num_frames, "height": conditions.height, "width": conditions.width}
+    if all(max(requested[k] / trained[k], trained[k] / requested[k]) < FAR for k in requested):
+        return None
+    from one4d.models import preset_config
+
+    from .cost import estimate_step_seconds, format_duration, latent_tokens
+
+    config = preset_config(cfg.model.preset)
+    step = estimate_step_seconds(config, *requested.values(), guidance=float(cfg.cfg) > 1, device=device,
+                                 dtype=torch_dtype(cfg.model.dtype))
+    ratio = latent_tokens(config, *requested.values()) / latent_tokens(config, *trained.values())
+    line = (f"warning: {requested['num_frames']} frames at {requested['height']}x{requested['width']} is far from the size "
+            f"checkpoint {cfg.checkpoint} was trained at, {trained['num_frames']} frames at {trained['height']}x{trained['width']} "
+            f"({ratio:.3g}x its tokens): estimated {format_duration(step)} a step on {device.type}, about "
+            f"{format_duration(step * int(cfg.steps))} for {int(cfg.steps)} steps; num_frames={trained['num_frames']} "
+            f"height={trained['height']} width={trained['width']} samples at its training size")
+    print(line, file=sys.stderr, flush=True)
+    return line
+
+
 def resolve_device(name: str):
     import torch
 
@@ -76,14 +160,22 @@ def resolve_device(name: str):
     return device
 
 
-def sample(cfg: DictConfig) -> int:
-    """The whole run; returns the exit code (2 for bad input, with one line on stderr)."""
+def sample(cfg: DictConfig, overrides: list[str] | None = None) -> int:
+    """The whole run; returns the exit code (2 for bad input, with one line on stderr).
+
+    ``overrides``: the command line's Hydra overrides (``scripts/sample.py`` passes them); the keys they set
+    win over the checkpoint's ``sampling.json``. None: no key was given, the checkpoint's values apply.
+    """
     temporary = None
     try:
+        metadata = apply_checkpoint_settings(cfg, given_keys(overrides))
         check_settings(cfg)
         device = resolve_device(cfg.device)
+        configure_cpu_threads(cfg.get("threads"), cpu=device.type == "cpu")
         check_precision(torch_dtype(cfg.model.dtype), device, storage_dtype(cfg.model.get("base_storage_dtype")))
         source = read_input(cfg.input)
+        if cfg.num_frames is None and "num_frames" in ((metadata or {}).get("trained_at") or {}):
+            cfg.num_frames = checkpoint_frame_count(cfg.task, len(source.frames), metadata["trained_at"]["num_frames"])
         frames = None if cfg.frames is None else [int(i) for i in cfg.frames]
         conditions = prepare_conditions(
             cfg.task, source, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
@@ -98,6 +190,7 @@ def sample(cfg: DictConfig) -> int:
         discard(temporary)
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return BAD_INPUT
+    warn_if_far_from_training(cfg, conditions, metadata, device)
 
     try:
         summary = run_sampling(cfg, conditions, device, temporary)
@@ -110,6 +203,7 @@ def sample(cfg: DictConfig) -> int:
         discard(temporary)
         raise
     print(f"wrote {out} ({summary['num_frames']} frames at {summary['height']}x{summary['width']}, task {summary['task']})")
+    print(f"view it in 4D: {python_command()} scripts/view.py {out}")
     return 0
 
 
@@ -163,4 +257,5 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
     timings["sample"] = time.perf_counter() - start
     settings = OmegaConf.to_container(cfg, resolve=True)
     settings["input"] = str(Path(cfg.input).absolute())
+    settings["threads"] = torch.get_num_threads()
     return write_outputs(folder, output, conditions, settings, ply_stride=int(cfg.ply_stride), timings=timings)

@@ -1,4 +1,4 @@
-"""Building a One4DPipeline from LOCAL weights (SPEC section 2), or the tiny preset with random weights.
+"""Building a One4DPipeline from LOCAL weights (the paper's base, section 4.1), or the tiny preset with random weights.
 
 * components: "tiny" (random stand-ins in the real classes, fixed seed) or a diffusers-format Wan I2V
   directory (vae/, text_encoder/, tokenizer/, image_encoder/, image_processor/).
@@ -6,9 +6,11 @@
   folder, or VideoX-Fun's original Wan layout (safetensors shards with or without index, one file, or
   a .pth read with ``torch.load(weights_only=True)``), converted by diffusers' single-file code with
   the preset's LOCAL config (``one4d.weights.load_base_transformer``).
-* state: a One4D trainable state (folder with trainable_state.safetensors + architecture.json) or a
-  trainer checkpoint holding one in ``trainable/``. Its architecture.json decides the wrapper
-  (architecture, LoRA rank, link layers); it is checked against the preset BEFORE any weight is read.
+* state: a One4D trainable state (folder with trainable_state.safetensors + architecture.json), a
+  trainer checkpoint holding one in ``trainable/``, a folder whose ``sampling.json`` names one (the
+  shipped ``data/checkpoints/tiny``; ``one4d.sampling_file``), or a training run folder (its newest
+  complete checkpoint). Its architecture.json decides the wrapper (architecture, LoRA rank, link
+  layers); it is checked against the preset BEFORE any weight is read.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pathlib import Path
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from one4d.models import ARCHITECTURES, load_trainable_state, preset_config
+from one4d.models import ARCHITECTURES, PRESETS, load_trainable_state, preset_config
 from one4d.models.state import ARCHITECTURE_FILE, STATE_FILE
 
 from one4d.conditioning import UNOBSERVED_FILL
+from one4d.sampling_file import read_sampling_file
 from one4d.storage import torch_dtype
 
 from .pipeline import One4DPipeline
@@ -46,17 +49,42 @@ def build_scheduler(name: str = "unipc", flow_shift: float = 3.0):
     raise ValueError(f"unknown scheduler {name!r}; expected one of {SCHEDULERS}")
 
 
-def resolve_state_folder(state: str | Path) -> Path:
-    """A trainable-state folder, or a trainer checkpoint's ``trainable/``; ValueError if neither."""
-    folder = Path(state)
+def checkpoint_folder(checkpoint: str | Path) -> Path:
+    """The checkpoint a ``checkpoint=`` value names: a training run folder means its newest complete checkpoint."""
+    from one4d.training.checkpointing import latest_valid
+
+    folder = Path(checkpoint)
     if not folder.exists():
         raise ValueError(f"checkpoint {folder} does not exist")
+    if (folder / "checkpoints").is_dir() and not (folder / "trainable").is_dir():
+        latest = latest_valid(folder / "checkpoints")
+        if latest is None:
+            raise ValueError(f"checkpoint {folder} is a training run without a complete checkpoint yet (checkpoints/ holds none)")
+        folder = latest
+    return folder
+
+
+def resolve_state_folder(state: str | Path) -> Path:
+    """The trainable-state folder of any ``checkpoint=`` value (see the module docstring); ValueError if none."""
+    folder = checkpoint_folder(state)
+    metadata = read_sampling_file(folder)
+    if metadata is not None:
+        folder = Path(metadata["state"])
     if (folder / "trainable" / STATE_FILE).is_file():
         folder = folder / "trainable"
     for name in (STATE_FILE, ARCHITECTURE_FILE):
         if not (folder / name).is_file():
             raise ValueError(f"checkpoint {folder} is not a One4D trainable state: {name} is missing")
     return folder
+
+
+def _preset_value(config: dict, key: str):
+    return list(config[key]) if isinstance(config.get(key), tuple) else config.get(key)
+
+
+def matching_presets(base: dict) -> list[str]:
+    """The presets whose base shapes are all those a saved architecture.json records."""
+    return [name for name, config in PRESETS.items() if all(_preset_value(config, key) == value for key, value in base.items())]
 
 
 def read_state_architecture(state: str | Path, preset: str) -> dict:
@@ -70,12 +98,12 @@ def read_state_architecture(state: str | Path, preset: str) -> dict:
         raise ValueError(f"checkpoint {folder}: unknown architecture {saved.get('architecture')!r}")
     config = preset_config(preset)
     for key, value in (saved.get("base") or {}).items():
-        expected = list(config[key]) if isinstance(config.get(key), tuple) else config.get(key)
+        expected = _preset_value(config, key)
         if value != expected:
-            raise ValueError(
-                f"checkpoint {folder} is for another base model ({key}={value!r}, preset {preset!r} has {expected!r}); "
-                f"pick the matching model preset"
-            )
+            matches = matching_presets(saved.get("base") or {})
+            hint = (f"it matches preset {matches[0]!r}: pass model.preset={matches[0]}" if matches
+                    else "no preset matches it (trained with model.base_overrides?)")
+            raise ValueError(f"checkpoint {folder} is for another base model ({key}={value!r}, preset {preset!r} has {expected!r}); {hint}")
     return saved
 
 

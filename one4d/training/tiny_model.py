@@ -213,11 +213,27 @@ def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings:
         log["stages"][stage] = record
         log_path.write_text(json.dumps(log, indent=1) + "\n")
         logger.info("stage %s done in %.0f s", stage, record["wall_s"])
+    write_sampling_metadata(out, settings)
     write_readme(out, log)
     from one4d.demo import write_manifest
 
     write_manifest(out)  # the demo refuses a checkpoint whose files differ from this record
     return log
+
+
+def write_sampling_metadata(out: Path, settings: dict) -> Path:
+    """``<out>/sampling.json``: the preset, weights, training size and the demo's sampler settings, so that
+    ``scripts/sample.py checkpoint=<out>`` alone samples as ``make demo`` does (``one4d.sampling_file``)."""
+    from one4d.demo import DemoSettings
+    from one4d.sampling_file import write_sampling_file
+
+    demo = DemoSettings()
+    return write_sampling_file(
+        out, state="one4d", model={"preset": "demo", "components": "base", "transformer": None, "dtype": "float32"},
+        trained_at={"num_frames": settings["num_frames"], "height": settings["height"], "width": settings["width"]},
+        sampler={"steps": demo.steps, "cfg": demo.guidance_scale, "shift": demo.flow_shift, "scheduler": "unipc",
+                 "negative_prompt": ""},  # the tiny tokenizer cannot read Wan's negative prompt; training dropped captions to ""
+    )
 
 
 def write_readme(out: Path, log: dict) -> Path:
@@ -236,6 +252,8 @@ def write_readme(out: Path, log: dict) -> Path:
         "NOT trained), T5 tokenizer over a small English vocabulary, UniPC scheduler |",
         "| `one4d/` | One4D trainable state (`trainable_state.safetensors` + `architecture.json`) | DLC: RGB and XYZ LoRAs, control links, "
         "XYZ patch embedding and output head (stage 2) |",
+        "| `sampling.json` | `one4d.sampling_file` | preset, weights, training size and the demo's sampler settings: "
+        "`scripts/sample.py checkpoint=data/checkpoints/tiny` needs nothing else |",
         "",
         f"Data: {settings['num_clips']} synthetic clips (`one4d.data.synthetic`, seeds {settings['data_seed']} .. "
         f"{settings['data_seed'] + settings['num_clips'] - 1}), {settings['num_frames']} frames at {settings['height']} x {settings['width']}. "
