@@ -1,11 +1,13 @@
-# One4D. `make demo` runs the main job on the embedded default; `make test` runs the test suite.
+# One4D. `make demo` runs the main job on the embedded default; `make test` runs the test suite;
+# `make view` opens the 4D viewer on the demo's full-video result (`make view FOLDER=outputs/full` on another).
 # Each creates .venv and installs everything on first use (CPU torch 2.13.0 unless TORCH is set).
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
+FOLDER ?= outputs/demo/full
 
-.PHONY: demo test venv inspect bench bench-train tiny-model ablation clean
+.PHONY: demo test view venv inspect bench bench-train tiny-model ablation clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest tests
+
+view: venv
+	$(PY) scripts/view.py $(FOLDER) $(VIEW_ARGS)
 
 inspect: venv
 	$(PY) scripts/inspect_model.py

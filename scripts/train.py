@@ -1,20 +1,27 @@
 """Train One4D: compose the Hydra config (configs/train.yaml) and run the trainer.
 
-    python scripts/train.py experiment=tiny_cpu data.roots=[data/synthetic]
+    python scripts/train.py experiment=tiny_cpu data.roots=[data/synthetic] run_dir=outputs/train/tiny
+    python scripts/train.py experiment=tiny_cpu data.roots=[data/synthetic] run_dir=outputs/train/tiny train.resume=latest
     torchrun --nproc_per_node 8 scripts/train.py experiment=one4d_14b data.roots=[...] model.transformer=... model.components=...
+
+Prints its run directory, each checkpoint and the command that continues the run; ``threads=N`` sets the CPU
+threads (one4d.runtime). Bad input: one line on stderr, exit 2.
 """
 
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 
+from one4d.runtime import configure_cpu_threads
 from one4d.training import run
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg) -> None:
     try:
-        run(cfg)
+        configure_cpu_threads(cfg.get("threads"))
+        run(cfg, list(HydraConfig.get().overrides.task))
     except ValueError as error:  # bad input: one clear line, non-zero exit
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -48,5 +48,8 @@ class BaseModelTrainer(Trainer):
                                prompt_dropout=joint.prompt_dropout, sample_posterior=joint.sample_posterior,
                                condition_fill=joint.condition_fill)
 
+    def write_sampling_file(self, folder) -> None:
+        """No sampling.json: a plain base is not a One4D checkpoint for ``scripts/sample.py``."""
+
     def validate(self) -> None:
         """Validation samples need the joint sampler; the base stage is checked by its loss instead."""

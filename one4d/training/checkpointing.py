@@ -8,6 +8,7 @@ A checkpoint ``<run>/checkpoints/step-000123/`` holds
     scheduler.json         the LR scheduler's state
     trainer.json           step, epoch, batches consumed: the data order is a function of these
     rng-rank<r>.safetensors  every process's torch RNG states
+    sampling.json          what ``scripts/sample.py checkpoint=<this folder>`` needs besides the weights (one4d.sampling_file)
     manifest.json          written last: every file's size (and sha256 below 256 MB)
 
 The folder is renamed into place only after the manifest is written, so a crash mid-write leaves a
@@ -117,11 +118,17 @@ def latest_valid(root: Path) -> Path | None:
 
 
 def resolve_resume(resume: str | None, root: Path) -> Path | None:
-    """``train.resume``: None / "none" = fresh start, "latest" = newest good checkpoint under ``root`` (or none yet), else a path."""
+    """``train.resume``: None / "none" = fresh start; "latest" = the newest good checkpoint under ``root``, and a
+    ValueError when there is none (a resume that silently trained from scratch would look like one that worked);
+    "latest_or_new" = the same, or a fresh start; else a checkpoint folder."""
     if resume in (None, "", "none", "null"):
         return None
-    if resume == "latest":
-        return latest_valid(root)
+    if resume in ("latest", "latest_or_new"):
+        folder = latest_valid(root)
+        if folder is None and resume == "latest":
+            raise ValueError(f"train.resume=latest: no checkpoint in {root}; give the run_dir the first run printed, "
+                             f"or train.resume=latest_or_new to start fresh when there is none")
+        return folder
     folder = Path(resume)
     problem = verify(folder)
     if problem is not None:

@@ -103,10 +103,11 @@ class Trainer:
                                     bool(cfg.model.get("transformer_from_components", False)))
         storage = storage_dtype(cfg.model.get("base_storage_dtype"))
         check_precision(torch_dtype(cfg.model.dtype), self.accelerator.device, storage)
+        resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)  # before anything is written
         if self.accelerator.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)
+            print(f"run directory: {self.run_dir}" + (f" (resuming {resume_from})" if resume_from else ""), flush=True)
 
         vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model)) if cfg.data.get("cache") else None
         self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)
@@ -336,9 +337,26 @@ class Trainer:
         save_file(rng, folder / f"rng-rank{self.rank}.safetensors")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            checkpointing.publish(folder, root, self.step)
+            self.write_sampling_file(folder)
+            final = checkpointing.publish(folder, root, self.step)
             checkpointing.prune(root, int(self.cfg.train.keep_last))
+            print(f"checkpoint: {final}", flush=True)
         accelerator.wait_for_everyone()
+
+    def write_sampling_file(self, folder: Path) -> None:
+        """``sampling.json``: the base, weights and training size, so ``scripts/sample.py checkpoint=<folder>`` needs
+        nothing else; paths are made absolute (they were relative to where training ran)."""
+        from one4d.sampling_file import MODEL_KEYS, write_sampling_file
+
+        model = OmegaConf.to_container(self.cfg.model, resolve=True)
+        model = {key: model.get(key) for key in MODEL_KEYS}
+        for key in ("components", "transformer"):
+            if model[key] and model[key] != "tiny":
+                model[key] = str(Path(model[key]).absolute())
+        data = self.cfg.data
+        sampler = OmegaConf.to_container(self.cfg.sampler, resolve=True) if self.cfg.get("sampler") else {}
+        write_sampling_file(folder, state="trainable", model=model, sampler=sampler,
+                            trained_at={"num_frames": int(data.num_frames), "height": int(data.height), "width": int(data.width)})
 
     def load_checkpoint(self, folder: Path) -> None:
         """Restore weights, optimizer, scheduler, data order and RNG from a verified checkpoint."""
@@ -432,10 +450,22 @@ def scalar_hparams(cfg) -> dict:
     return flat
 
 
-def run(cfg) -> dict:
+def continue_command(run_dir, overrides) -> str:
+    """The command that continues a run in ``run_dir``: its own overrides, the run folder and ``train.resume=latest``."""
+    import shlex
+
+    from one4d.runtime import python_command
+
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("run_dir", "train.resume")]
+    return " ".join([python_command(), "scripts/train.py", *map(shlex.quote, kept), shlex.quote(f"run_dir={run_dir}"),
+                     "train.resume=latest"])
+
+
+def run(cfg, overrides: list[str] | None = None) -> dict:
     """Build a trainer from a composed config and train (the body of ``scripts/train.py``).
 
     ``model.architecture=base`` trains the plain Wan base (the tiny model's stage 1); anything else a joint model.
+    ``overrides``: the command line's, to print the command that continues this run at the end.
     """
     from one4d.models import BASE_ARCHITECTURE
 
@@ -445,7 +475,10 @@ def run(cfg) -> dict:
         trainer_class = Trainer
     trainer = trainer_class(cfg).setup()
     try:
-        return trainer.train()
+        result = trainer.train()
     finally:
         trainer.close()
+    if overrides is not None and trainer.accelerator.is_main_process:
+        print(f"continue this run (e.g. with a larger train.steps): {continue_command(cfg.run_dir, overrides)}", flush=True)
+    return result
 
