@@ -1,4 +1,4 @@
-"""Unified Masked Conditioning (SPEC section 5): observed-frame sets, the condition video and the mask.
+"""Unified Masked Conditioning (paper section 3.3): observed-frame sets, the condition video and the mask.
 
 One observed-frame set S describes every task: single image (S = {0}), sparse frames (first,
 last and frames spread uniformly between) and full video (all frames). The condition video keeps

@@ -1,6 +1,6 @@
 """Camera and pointmap geometry shared by data, post-optimisation and evaluation.
 
-Conventions (SPEC section 1), used everywhere in the project:
+Conventions (the paper's pointmaps, section 3.1, made precise), used everywhere in the project:
 - OpenCV camera: x right, y down, z forward. Pixel centres sit at integer coordinates, so the
   pixel in column u, row v looks along K^-1 (u, v, 1); the image centre is ((W-1)/2, (H-1)/2).
 - Poses are 4x4. ``world_to_camera`` maps world points into a camera; ``camera_to_world`` is
@@ -158,7 +158,7 @@ def _kth_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
 def pointmap_normalization(
     pointmaps: torch.Tensor, valid: torch.Tensor | None = None, quantile: float = 0.02
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One similarity per clip (SPEC section 1): centre and isotropic scale from robust per-axis bounds.
+    """One similarity per clip (never per frame, which would break cross-frame consistency): centre and isotropic scale from robust per-axis bounds.
 
     Returns ``(centre (3,), scale ())`` such that ``(p - centre) / scale`` puts the [q, 1-q]
     per-axis range of all frames' valid points inside [-1, 1]. Never per frame: that would

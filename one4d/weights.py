@@ -1,4 +1,4 @@
-"""Loading the Wan2.1(-Fun) base weights from LOCAL paths only (SPEC section 2).
+"""Loading the Wan2.1(-Fun) base weights from LOCAL paths only (the paper's base, section 4.1).
 
 Two layouts load:
 

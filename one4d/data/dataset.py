@@ -2,8 +2,8 @@
 
 One sample is F = 4k + 1 frames taken with a stride from a random start, cropped to the target
 aspect ratio and resized to (H, W) (multiples of 16), with pointmaps re-expressed in the
-SAMPLED first frame's camera and normalised by one similarity for the whole sample (SPEC
-section 1). The stored meta.json normalisation is for the whole stored clip; a sample starting
+SAMPLED first frame's camera and normalised by one similarity for the whole sample (one4d.geometry
+.pointmap_normalization). The stored meta.json normalisation is for the whole stored clip; a sample starting
 later or cropped differently needs its own, so it is recomputed here and returned.
 
 Several roots can be mixed with weights (the paper mixes synthetic and real clips). Bad clips

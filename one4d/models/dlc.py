@@ -1,4 +1,4 @@
-"""Decoupled LoRA Control (paper section 3.2, SPEC section 3).
+"""Decoupled LoRA Control (paper section 3.2).
 
 The frozen Wan base runs every block twice, once per modality, with disjoint computation: RGB tokens
 through the RGB LoRA, XYZ tokens through the XYZ LoRA. Zero-initialised linear control links after a

@@ -160,7 +160,7 @@ class JointWanModel(nn.Module):
 def copy_patch_embedding(source: nn.Conv3d, in_channels: int, dtype=torch.float32) -> nn.Conv3d:
     """A trainable patch embedding for ``in_channels`` inputs, initialised from the first channels of ``source``.
 
-    Taking the first channels is the same as feeding zeros in the others (SPEC section 3); channels
+    Taking the first channels is the same as feeding zeros in the others (paper section 3.2); channels
     beyond ``source``'s are zero-initialised.
     """
     conv = nn.Conv3d(in_channels, source.out_channels, source.kernel_size, source.stride, device=source.weight.device, dtype=dtype)

@@ -2,8 +2,7 @@
 
 Two adapters ("rgb", "xyz") live side by side in the same peft ``LoraLayer``s of the shared base.
 Which one a block call uses is chosen by :func:`activate_adapter` on that block's LoRA layers, right
-before the call and INSIDE any gradient-checkpointed region, which avoids the three peft traps the
-SPEC lists:
+before the call and INSIDE any gradient-checkpointed region, which avoids three peft traps:
 
 1. ``set_adapter`` flips ``requires_grad`` of the other adapter off (silently no gradients), so we
    only set the active-adapter list and never touch ``requires_grad`` after setup;
@@ -21,7 +20,7 @@ import torch
 from peft import LoraConfig
 from peft.tuners.lora import LoraLayer
 
-# The 12 Linear layers of every WanTransformerBlock (SPEC section 3).
+# The 12 Linear layers of every WanTransformerBlock (paper section 4.1: LoRA on all linear layers).
 LORA_TARGET_MODULES = (
     "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
     "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "attn2.add_k_proj", "attn2.add_v_proj",

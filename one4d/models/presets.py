@@ -1,4 +1,4 @@
-"""Base-model presets (SPEC section 2) in one registry, and the builder of a random-weight base.
+"""Base-model presets (the paper's base, section 4.1) in one registry, and the builder of a random-weight base.
 
 Every preset is a diffusers ``WanTransformer3DModel`` config. ``wan2.1-fun-14b-inp`` and
 ``wan2.1-fun-1.3b-inp`` match Wan2.1-Fun-V1.1-InP (36 input channels: 16 noisy + 4 mask + 16

@@ -307,7 +307,7 @@ class One4DPipeline:
     def recover_cameras(pointmaps: torch.Tensor, postopt_kwargs: dict) -> tuple[list, torch.Tensor, torch.Tensor]:
         """Per sample: post-optimised cameras, then everything moved into frame 0's recovered camera.
 
-        The SPEC's pointmap frame is frame 0's camera; the decoded pointmaps are in it only up to the
+        Pointmaps are in frame 0's camera (paper section 3.1); the decoded pointmaps are in it only up to the
         normalisation's shift, so the recovered camera 0 defines it. Depth is per camera and unchanged.
         """
         from one4d.postopt import recover_cameras

@@ -1,4 +1,4 @@
-"""Flow matching in Wan's native convention (SPEC section 4).
+"""Flow matching in Wan's native convention (paper section 3.1, eq. 1-4).
 
 x_sigma = (1 - sigma) z + sigma eps, the model predicts eps - z, timestep = 1000 sigma. One sigma
 per sample is shared by the RGB and XYZ latents of that sample (they describe the same clip at

@@ -1,7 +1,7 @@
 """Stage 0 of the shipped tiny model: a small Wan VAE trained to reconstruct RGB AND pointmap videos.
 
 One4D encodes both modalities with the one frozen Wan VAE (the XYZ channels are pointmaps normalised
-to [-1, 1], SPEC section 1). The real Wan VAE is pretrained; the tiny ``AutoencoderKLWan`` of
+to [-1, 1], ``one4d.geometry.pointmap_normalization``). The real Wan VAE is pretrained; the tiny ``AutoencoderKLWan`` of
 ``one4d.components`` is not, so it is trained here on clips of both kinds: L1 reconstruction of a
 posterior sample plus a small KL term, on random crops (the VAE is fully convolutional and causal in
 time, so crops of 4k + 1 frames teach it every size). Afterwards ``latents_mean`` / ``latents_std`` in
