@@ -7,6 +7,7 @@
 import argparse
 import sys
 
+from one4d.runtime import THREADS_HELP, configure_cpu_threads
 from one4d.viewer import view
 
 
@@ -18,8 +19,10 @@ def main() -> int:
     parser.add_argument("--stride", type=int, default=1, help="show every N-th frame")
     parser.add_argument("--max-points", type=int, default=20000, help="points per frame (random subset)")
     parser.add_argument("--point-size", type=float, default=None, help="default: 0.5%% of the scene's extent")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     args = parser.parse_args()
     try:
+        configure_cpu_threads(args.threads)
         viewer = view(args.folder, args.host, args.port, args.stride, args.max_points, args.point_size)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

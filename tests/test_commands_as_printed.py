@@ -231,6 +231,15 @@ def test_sample_takes_threads_and_records_them(layout, tmp_path, capsys, restore
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: threads must be a positive whole number")
 
 
+def test_argparse_entry_points_take_threads_too(layout, tmp_path, capsys):
+    from one4d.demo import main
+
+    assert main(["--threads", "0", "--out", str(tmp_path / "demo")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: threads must be a positive whole number")
+    result = run_shell(".venv/bin/python scripts/view.py outputs/none --threads 0", layout)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: threads must be"), result.stderr
+
+
 # ----------------------------------------------------------------------------- docs and stray folders
 
 
