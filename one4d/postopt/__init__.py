@@ -1,4 +1,4 @@
-"""Post-optimisation: cameras (intrinsics, poses) and depth from generated pointmaps (SPEC section 6).
+"""Post-optimisation: cameras (intrinsics, poses) and depth from generated pointmaps (the paper's post-optimisation, eq. 11-12).
 
 Closed-form per-frame cameras, a short robust refinement of the paper's objective, closed-form
 depth; windows merged by Sim(3) for long videos. Usable without the diffusion model.

@@ -258,7 +258,34 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
     return Cameras(rotation, -torch.einsum("fji,fj->fi", rotation, translation), focal, principal_point.clone())
 
 
-def warn_all(messages: list[str]) -> None:
-    """Emit collected post-optimisation messages as warnings."""
+def summarise(messages: list[str], listed: int = 8) -> list[str]:
+    """Per-frame messages ("frame 3: <text>") with the same text become one line with the count and the frames
+    (an 81-frame clip of poor fits is one line, not 81); other messages are kept as they are."""
+    frames: dict[str, list[str]] = {}
+    lines: list[str | tuple] = []
     for message in messages:
+        head, _, text = message.partition(": ")
+        if head.startswith("frame ") and head[6:].isdigit() and text:
+            if text not in frames:
+                lines.append(("frames", text))
+            frames.setdefault(text, []).append(head[6:])
+        else:
+            lines.append(message)
+    out = []
+    for line in lines:
+        if isinstance(line, str):
+            out.append(line)
+            continue
+        numbers = frames[line[1]]
+        if len(numbers) == 1:
+            out.append(f"frame {numbers[0]}: {line[1]}")
+        else:
+            shown = ", ".join(numbers[:listed]) + (f" and {len(numbers) - listed} more" if len(numbers) > listed else "")
+            out.append(f"{len(numbers)} frames ({shown}): {line[1]}")
+    return out
+
+
+def warn_all(messages: list[str]) -> None:
+    """Emit collected post-optimisation messages as warnings, per-frame ones summarised (:func:`summarise`)."""
+    for message in summarise(messages):
         warnings.warn(f"post-optimisation: {message}", stacklevel=4)  # the caller of recover_cameras

@@ -1,11 +1,12 @@
-"""recover_cameras: intrinsics, poses and depth from a clip's global pointmaps (SPEC sections 6 and 8).
+"""recover_cameras: intrinsics, poses and depth from a clip's global pointmaps (the paper's post-optimisation, eq. 11-12).
 
 Three steps, all batched over frames:
 1. closed form: per frame, the camera of the dense pointmap (DLT with known principal point; a
    homography for planar frames), on a random subsample of valid pixels;
 2. a short robust Levenberg-Marquardt refinement of the paper's objective (pointmap term +
    trajectory smoothness) on the same subsample;
-3. depth for every pixel in closed form: z of the pointmap point in the recovered camera.
+3. depth for every pixel in closed form: z of the pointmap point in the recovered camera; a point
+   behind its camera (z <= 0) gets depth 0, the clip format's "invalid", and is counted.
 
 The pointmaps' frame is the world (for One4D outputs, frame 0's camera), so no gauge is fixed.
 """
@@ -22,15 +23,24 @@ from one4d.postopt.closed_form import Cameras, initial_cameras, poor_fits, warn_
 from one4d.postopt.inputs import check_pointmaps, gather_samples, sample_pixels
 from one4d.postopt.refine import objective, refine_cameras
 
+# Above this fraction of valid points behind their camera, recover_cameras warns (the pointmaps fit no camera well).
+MAX_BEHIND = 0.05
+
+
+class PostoptDiverged(ValueError):
+    """The refinement ended with a non-positive or non-finite focal: the pointmaps are no camera's view."""
+
 
 @dataclass
 class CameraRecovery:
     """Recovered cameras and depth of F frames (float64 cameras, depth in the pointmaps' dtype).
 
     intrinsics (F, 3, 3); world_to_camera and camera_to_world (F, 4, 4); camera_centers (F, 3);
-    depth (F, H, W), 0 where the pointmap was invalid; valid (F, H, W); losses: final objective terms
-    (on pointmaps scaled to unit median depth, so comparable across scenes); num_invalid: NaN/inf
-    points masked out; warnings: what looked degenerate (also emitted as Python warnings).
+    depth (F, H, W), 0 where the pointmap was invalid or behind its camera; valid (F, H, W); losses:
+    final objective terms (on pointmaps scaled to unit median depth, so comparable across scenes);
+    num_invalid: NaN/inf points masked out; warnings: what looked degenerate (also emitted as Python
+    warnings); num_behind: valid points behind their camera (depth 0); unreliable: frames whose
+    camera is a stand-in (a window that diverged, :mod:`one4d.postopt.windows`).
     """
 
     intrinsics: torch.Tensor
@@ -42,6 +52,8 @@ class CameraRecovery:
     losses: dict[str, float]
     num_invalid: int
     warnings: list[str] = field(default_factory=list)
+    num_behind: int = 0
+    unreliable: list[int] = field(default_factory=list)
 
 
 def cameras_to_matrices(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +69,8 @@ def cameras_to_matrices(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def depth_from_cameras(points: torch.Tensor, valid: torch.Tensor, world_to_camera: torch.Tensor) -> torch.Tensor:
-    """Closed-form depth: z of every pointmap point (F, H, W, 3) in its frame's camera -> (F, H, W), 0 where invalid.
+    """Closed-form depth: z of every pointmap point (F, H, W, 3) in its frame's camera -> (F, H, W), 0 where
+    invalid or behind the camera (z <= 0: no depth map can hold it).
 
     One ``linear`` per frame (z = r3 . X + t3): about 8x faster on CPU than a batched (HW, 3) x (3, 1) matmul.
     """
@@ -65,7 +78,8 @@ def depth_from_cameras(points: torch.Tensor, valid: torch.Tensor, world_to_camer
     row = world_to_camera[:, 2].to(points.dtype)  # (F, 4)
     flat = points.reshape(frames, -1, 3)
     depth = torch.stack([F.linear(flat[f], row[f, None, :3], row[f, 3:])[:, 0] for f in range(frames)])  # (F, HW)
-    return torch.where(valid, depth.reshape(valid.shape), torch.zeros((), dtype=depth.dtype, device=depth.device))
+    depth = depth.reshape(valid.shape)
+    return torch.where(valid & (depth > 0), depth, torch.zeros((), dtype=depth.dtype, device=depth.device))
 
 
 def recover_cameras(
@@ -82,6 +96,7 @@ def recover_cameras(
     window: int | None = None,
     overlap: int = 16,
     seed: int = 0,
+    max_behind: float = MAX_BEHIND,
 ) -> CameraRecovery:
     """Recover K_i, world-to-camera [R_i | t_i] and depth D_i from global pointmaps (F, H, W, 3).
 
@@ -91,14 +106,18 @@ def recover_cameras(
     ``a1``, ``a2``: weights of the pointmap and smoothness terms. ``iterations``: refinement budget.
     ``subsample``: pixels per frame for the camera solve (depth always uses every pixel).
     ``window``: when set and F > window, solve windows of that many frames overlapping by
-    ``overlap`` and merge them by Sim(3) (see :mod:`one4d.postopt.windows`).
+    ``overlap`` and merge them by Sim(3) (see :mod:`one4d.postopt.windows`). ``max_behind``: warn when
+    more than this fraction of the valid points lie behind their camera (they get depth 0 either way).
+    Raises :class:`PostoptDiverged` (a ValueError) when the cameras diverge.
     """
     if window is not None and window < 2:
         raise ValueError(f"window must be at least 2 frames, got {window}")
+    if not 0 <= max_behind <= 1:
+        raise ValueError(f"max_behind is a fraction of the points, in [0, 1]; got {max_behind}")
     frames = int(pointmaps.shape[0]) if hasattr(pointmaps, "shape") else 0
     options = dict(
         shared_focal=shared_focal, optimize_pp=optimize_pp, a1=a1, a2=a2, iterations=iterations,
-        subsample=subsample, device=device, seed=seed,
+        subsample=subsample, device=device, seed=seed, max_behind=max_behind,
     )
     if window is not None and frames > window:
         from one4d.postopt.windows import recover_cameras_windowed, split_windows
@@ -115,7 +134,8 @@ def recover_cameras(
     return _recover_checked(points, mask, confidence, num_invalid, **options)
 
 
-def _recover_checked(points, mask, confidence, num_invalid, shared_focal, optimize_pp, a1, a2, iterations, subsample, device, seed):
+def _recover_checked(points, mask, confidence, num_invalid, shared_focal, optimize_pp, a1, a2, iterations, subsample, device, seed,
+                     max_behind):
     """recover_cameras on checked inputs: points (F, H, W, 3), mask and confidence (or None) (F, H, W)."""
     frames, height, width, _ = points.shape
     messages = []
@@ -136,22 +156,29 @@ def _recover_checked(points, mask, confidence, num_invalid, shared_focal, optimi
     losses = {k: float(v) for k, v in objective(unit, sampled / scale, pixels, normalised_weight, a1, a2).items()}
     cameras = Cameras(unit.rotation, unit.centre * scale, unit.focal, unit.principal_point)
     if (cameras.focal <= 0).any() or not torch.isfinite(cameras.focal).all():
-        raise ValueError("post-optimisation diverged (non-positive focal); check that the pointmaps are a camera's view")
+        raise PostoptDiverged("post-optimisation diverged (non-positive focal); check that the pointmaps are a camera's view")
 
     intrinsics, world_to_camera = cameras_to_matrices(cameras)
     translation = world_to_camera[:, :3, 3]
     centred = pixels - cameras.principal_point[:, None]
     for frame in torch.nonzero(poor_fits(cameras.rotation, translation, cameras.focal, sampled, centred, sampled_weight)).flatten().tolist():
         messages.append(f"frame {frame}: its pointmap fits no pinhole camera well (far worse than the other frames); its camera is unreliable")
+    depth = depth_from_cameras(points, mask, world_to_camera)
+    num_behind = int((mask & (depth == 0)).sum())
+    num_valid = int(mask.sum())
+    if num_behind > max_behind * num_valid:
+        messages.append(f"{num_behind} of {num_valid} points ({num_behind / num_valid:.1%}) are behind their camera: "
+                        f"their depth is 0 (invalid); warned above max_behind={max_behind:g}")
     warn_all(messages)  # the NaN count was already warned about at the boundary, where it was found
     return CameraRecovery(
         intrinsics=intrinsics,
         world_to_camera=world_to_camera,
         camera_to_world=invert_pose(world_to_camera),
         camera_centers=cameras.centre,
-        depth=depth_from_cameras(points, mask, world_to_camera),
+        depth=depth,
         valid=mask,
         losses=losses,
         num_invalid=num_invalid,
         warnings=([f"{num_invalid} NaN/inf points masked out"] if num_invalid else []) + messages,
+        num_behind=num_behind,
     )

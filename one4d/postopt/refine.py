@@ -1,4 +1,4 @@
-"""Short robust refinement of the post-optimisation objective (paper eq. 11-12, SPEC section 6).
+"""Short robust refinement of the post-optimisation objective (paper eq. 11-12).
 
 Depth is eliminated in closed form: for a given camera, the best D of pixel p puts the model point
 D K^-1 p at the foot of the perpendicular from the pointmap point X to the pixel's ray, so the
@@ -15,7 +15,7 @@ reweighted least squares: weights 1 / |r| make the squares behave like the L1-ty
 shrugs off flying pixels. Unknowns: per-frame rotation and centre (increments in the camera frame),
 focal (shared or per frame, in log) and optionally the principal point. The normal matrix is dense
 (6F + a few unknowns), small enough to solve directly. The output depth is still z of X in the
-recovered camera, as the SPEC prescribes.
+recovered camera (:func:`one4d.postopt.recover.depth_from_cameras`).
 """
 
 from __future__ import annotations

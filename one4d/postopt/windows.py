@@ -6,17 +6,24 @@ the shared frames' pointmaps are the same pixels seen in both worlds, so a Umeya
 fitted on those points (trimmed of the worst 20 % and refitted, for flying pixels) maps the later
 window into the earlier one. The merged trajectory lives in the first window's world and scale;
 an overlap frame takes its camera from the window whose centre it is nearer to.
+
+A window whose cameras diverge (:class:`one4d.postopt.recover.PostoptDiverged`) does not stop the
+merge: the similarities come from the pointmaps alone, so the other windows still join; its
+neighbours take over the frames they share with it, and each frame only it covers holds the camera
+of the nearest frame with a recovered one, has depth 0 (invalid) and is listed in ``unreliable``,
+with one warning naming the window. Only when every window diverges is it an error.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from one4d.geometry import camera_centers, invert_pose, make_pose, umeyama_alignment
-from one4d.postopt.inputs import as_tensor, sample_pixels
-from one4d.postopt.recover import CameraRecovery, recover_cameras
+from one4d.postopt.inputs import as_tensor, check_pointmaps, sample_pixels
+from one4d.postopt.recover import CameraRecovery, PostoptDiverged, recover_cameras
 
 # Fraction of shared points kept for the second Umeyama fit.
 TRIM_KEEP = 0.8
@@ -57,6 +64,7 @@ def _apply_similarity(result: CameraRecovery, scale, rotation, translation) -> C
         losses=result.losses,
         num_invalid=result.num_invalid,
         warnings=result.warnings,
+        num_behind=result.num_behind,
     )
 
 
@@ -89,15 +97,19 @@ def recover_cameras_windowed(
                 f"windows[{k}] has shape {tuple(w.shape)}; every window must be (F_k, H, W, 3) with the same H, W "
                 f"and more than overlap={max(touching, default=0)} frames"
             )
-    results = [
-        recover_cameras(
-            w,
-            valid=None if valid is None else valid[k],
-            confidence=None if confidence is None else confidence[k],
-            **options,
-        )
-        for k, w in enumerate(windows)
-    ]
+    results, failures = [], {}
+    for k, w in enumerate(windows):
+        mask, weights = None if valid is None else valid[k], None if confidence is None else confidence[k]
+        try:
+            results.append(recover_cameras(w, valid=mask, confidence=weights, **options))
+        except PostoptDiverged as error:
+            if len(windows) == 1:
+                raise
+            failures[k] = str(error).removeprefix("post-optimisation ").split(";")[0]  # "diverged (non-positive focal)"
+            results.append(_stand_in(w, mask, weights, options.get("device")))
+    if len(failures) == len(windows):
+        raise PostoptDiverged(f"post-optimisation diverged in every one of the {len(windows)} windows; "
+                              "check that the pointmaps are a camera's view")
 
     merged = [results[0]]
     similarities = [(torch.ones((), dtype=torch.float64), torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))]
@@ -119,29 +131,82 @@ def recover_cameras_windowed(
         device_of = results[k].world_to_camera
         merged.append(_apply_similarity(results[k], scale.to(device_of), rotation.to(device_of), translation.to(device_of)))
 
-    keep = []  # per window, the frame range it contributes
-    for k, result in enumerate(merged):
-        first = 0 if k == 0 else overlaps[k - 1] - overlaps[k - 1] // 2
-        last = result.depth.shape[0] - (overlaps[k] // 2 if k < len(merged) - 1 else 0)
-        keep.append(slice(first, last))
+    given_up = [_share(o, k in failures, k + 1 in failures) for k, o in enumerate(overlaps)]  # per pair: (left, right)
+    keep = [slice(given_up[k - 1][1] if k > 0 else 0, r.depth.shape[0] - (given_up[k][0] if k < len(merged) - 1 else 0))
+            for k, r in enumerate(merged)]  # per window, the frame range it contributes
 
     def cat(attribute):
         return torch.cat([getattr(r, attribute)[s] for r, s in zip(merged, keep)])
 
+    solved = [r for k, r in enumerate(results) if k not in failures]
     losses = {}
-    for key in results[0].losses:
-        values = [r.losses[key] for r in results]
+    for key in solved[0].losses:
+        values = [r.losses[key] for r in solved]
         losses[key] = sum(values) / len(values) if key.startswith("pointmap") else sum(values)
     losses["alignment_rms"] = worst_rms
-    world_to_camera = cat("world_to_camera")
+    intrinsics, world_to_camera = cat("intrinsics"), cat("world_to_camera")
+    messages, unreliable, start = [], [], 0
+    for k, (result, kept) in enumerate(zip(merged, keep)):
+        count = kept.stop - kept.start
+        if k in failures:
+            frames = list(range(start, start + count))
+            unreliable += frames
+            first_frame = start - kept.start  # the window's first frame in the merged clip
+            span = "" if not count else f"frame {frames[0]}" if count == 1 else f"frames {frames[0]}-{frames[-1]}"
+            messages.append(f"window {k} (frames {first_frame}-{first_frame + result.depth.shape[0] - 1}) {failures[k]}; "
+                            + (f"unreliable: {span}, which only it covers (nearest recovered camera, depth 0)" if count
+                               else "its neighbours cover all its frames"))
+        start += count
+    _hold_nearest(intrinsics, world_to_camera, unreliable)
+    valid_out = cat("valid")
+    valid_out[unreliable] = False  # their depth is 0
+    for message in messages:
+        warnings.warn(f"post-optimisation: {message}", stacklevel=2)
     return CameraRecovery(
-        intrinsics=cat("intrinsics"),
+        intrinsics=intrinsics,
         world_to_camera=world_to_camera,
         camera_to_world=invert_pose(world_to_camera),
         camera_centers=camera_centers(world_to_camera),
         depth=cat("depth"),
-        valid=cat("valid"),
+        valid=valid_out,
         losses=losses,
         num_invalid=sum(r.num_invalid for r in results),
-        warnings=[m for r in results for m in r.warnings],
+        warnings=[m for r in results for m in r.warnings] + messages,
+        num_behind=sum(r.num_behind for r in results),
+        unreliable=unreliable,
     )
+
+
+def _share(overlap: int, left_diverged: bool, right_diverged: bool) -> tuple[int, int]:
+    """How many of a pair's ``overlap`` shared frames the left and the right window give up: the half nearer the
+    other window's centre, or all of them when only that window diverged."""
+    if left_diverged != right_diverged:
+        return (overlap, 0) if left_diverged else (0, overlap)
+    return overlap // 2, overlap - overlap // 2
+
+
+def _stand_in(points, valid, confidence, device) -> CameraRecovery:
+    """A diverged window's place in the merge: its validity (for the similarities), placeholder cameras, depth 0."""
+    with warnings.catch_warnings():  # its NaN count was already warned about when the window was solved
+        warnings.simplefilter("ignore")
+        points, mask, _, num_invalid = check_pointmaps(points, valid, confidence, device)
+    frames = points.shape[0]
+    identity = torch.eye(4, dtype=torch.float64, device=points.device).expand(frames, 4, 4).clone()
+    return CameraRecovery(
+        intrinsics=torch.eye(3, dtype=torch.float64, device=points.device).expand(frames, 3, 3).clone(),
+        world_to_camera=identity, camera_to_world=identity.clone(), camera_centers=identity[:, :3, 3].clone(),
+        depth=torch.zeros(points.shape[:3], dtype=points.dtype, device=points.device),
+        valid=mask, losses={}, num_invalid=num_invalid,
+    )
+
+
+def _hold_nearest(intrinsics: torch.Tensor, world_to_camera: torch.Tensor, frames: list[int]) -> None:
+    """In place: each listed frame takes the intrinsics and pose of the nearest frame not listed (the earlier on a tie)."""
+    if not frames:
+        return
+    listed = torch.zeros(intrinsics.shape[0], dtype=torch.bool)
+    listed[frames] = True
+    good = torch.nonzero(~listed).flatten()
+    for frame in frames:
+        nearest = int(good[(good - frame).abs().argmin()])
+        intrinsics[frame], world_to_camera[frame] = intrinsics[nearest], world_to_camera[nearest]
