@@ -27,7 +27,7 @@ from one4d.storage import check_precision, storage_dtype, torch_dtype
 from one4d.runtime import configure_cpu_threads, python_command
 from one4d.sampling_file import read_sampling_file
 
-from .inputs import default_frame_count, prepare_conditions, read_input
+from .inputs import default_frame_count, prepare_conditions, print_warnings, read_input
 from .loading import SCHEDULERS, checkpoint_folder, read_state_architecture
 from .outputs import discard, prepare_output_folder, publish, write_outputs
 
@@ -179,7 +179,7 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> int:
         frames = None if cfg.frames is None else [int(i) for i in cfg.frames]
         conditions = prepare_conditions(
             cfg.task, source, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
-            max_area=int(cfg.max_area), sparsity=float(cfg.sparsity), frames=frames,
+            max_area=int(cfg.max_area), sparsity=float(cfg.sparsity), frames=frames, prompt=cfg.prompt,
         )
         if cfg.fps is not None:
             conditions.fps = float(cfg.fps)
@@ -190,6 +190,7 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> int:
         discard(temporary)
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return BAD_INPUT
+    print_warnings(conditions)
     warn_if_far_from_training(cfg, conditions, metadata, device)
 
     try:
@@ -246,7 +247,8 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    postopt = {"iterations": int(cfg.postopt.iterations), "subsample": int(cfg.postopt.subsample), "window": cfg.postopt.window}
+    postopt = {"iterations": int(cfg.postopt.iterations), "subsample": int(cfg.postopt.subsample), "window": cfg.postopt.window,
+               "max_behind": float(cfg.postopt.max_behind)}
     negative = {} if cfg.negative_prompt is None else {"negative_prompt": cfg.negative_prompt}  # None: the pipeline's (Wan's)
     output = pipe(
         conditions.images, conditions.observed, conditions.num_frames, prompt=cfg.prompt, **negative,

@@ -13,7 +13,10 @@ The documented rule (also in ``one4d/pipeline/README.md``):
   a plain resize that changes the aspect ratio by at most half a 16-pixel step. With one of them,
   the other follows the input's aspect ratio, rounded to a multiple of 16.
 
-Every problem raises a one-line ValueError naming the input and what to do.
+Every problem raises a one-line ValueError naming the input and what to do. What runs but is likely not
+what was meant gets one line each in ``Conditions.warnings`` (printed by :func:`print_warnings`, kept in summary.json):
+``num_frames`` above a video's frame count (input frames repeat), an input upscaled more than
+``MAX_UPSCALE`` times to the model size, a blank prompt.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ SIZE_MULTIPLE = 16  # VAE x8 then patch x2
 MAX_FRAMES = 81  # the training maximum (paper section 4.1)
 DEFAULT_MAX_AREA = 352 * 624  # the training resolution
 DEFAULT_FPS = 16.0  # Wan's frame rate, for single images and frame folders
+MAX_UPSCALE = 2.0  # an input enlarged more than this to the model size is warned about (the model sees a blur)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Conditions:
     input_frames: int
     input_size: tuple[int, int]
     resize: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -228,8 +233,12 @@ def prepare_conditions(
     max_area: int = DEFAULT_MAX_AREA,
     sparsity: float | None = 0.1,
     frames: list[int] | None = None,
+    prompt: str | None = None,
 ) -> Conditions:
-    """Fit an input to the model for a task; ``frames`` (sparse only): explicit INPUT frame indices to observe."""
+    """Fit an input to the model for a task; ``frames`` (sparse only): explicit INPUT frame indices to observe.
+
+    ``prompt``, when given, is only checked (a blank one is warned about); see the module docstring for the warnings.
+    """
     count = len(source.frames)
     if task == "single":
         if count != 1:
@@ -263,12 +272,42 @@ def prepare_conditions(
         picked = [source_frames[j] for j in observed]
 
     images = resize_frames(source.frames[picked], model_height, model_width, crop)  # (K, H, W, 3)
+    notes = input_warnings(task, source, num_frames, source_frames, (model_height, model_width), crop, prompt)
     return Conditions(
         task=task, images=images, observed=observed, num_frames=num_frames, height=model_height, width=model_width,
         fps=source.fps or DEFAULT_FPS, source_frames=source_frames, input_to_model=input_to_model,
         input_frames=count, input_size=tuple(int(s) for s in source.frames.shape[1:3]),
         resize={"mode": "cover+centre-crop" if crop else "resize", "from": list(source.frames.shape[1:3]), "to": [model_height, model_width]},
+        warnings=notes,
     )
+
+
+def print_warnings(conditions: Conditions) -> None:
+    """The input warnings, one line each on stderr (the sampler calls this once every input check has passed)."""
+    for note in conditions.warnings:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+
+
+def input_warnings(task: str, source: InputFrames, num_frames: int, source_frames: list[int], size: tuple[int, int],
+                   crop: bool, prompt: str | None) -> list[str]:
+    """One line for each thing that runs but is likely not what was meant (module docstring)."""
+    notes = []
+    count = len(source.frames)
+    repeated = num_frames - len(set(source_frames))
+    if task != "single" and repeated > 0:
+        fewer = default_frame_count(count)
+        remedy = f"num_frames={fewer} uses each at most once" if fewer <= count else "a longer video avoids it"
+        notes.append(f"num_frames={num_frames} but {source.path} has {count} frames: {repeated} of the {num_frames} model frames "
+                     f"repeat an input frame (a slowed-down clip); {remedy}")
+    height, width = source.frames.shape[1:3]
+    scale = (max if crop else min)(size[0] / height, size[1] / width)  # the enlargement of the picture's content
+    if scale > MAX_UPSCALE:
+        notes.append(f"{source.path} is {height}x{width} pixels, enlarged {scale:.1f}x to the model's {size[0]}x{size[1]}: "
+                     "the model sees a blur of it; give an input near the model size")
+    if prompt is not None and not prompt.strip():
+        notes.append('the prompt is blank: the model gets no description of the scene (One4D was trained with captions); '
+                     'give prompt="..."')
+    return notes
 
 
 def _explicit_sparse(frames: list[int], count: int, input_to_model: list[int], path: Path) -> tuple[list[int], list[int]]:

@@ -4,10 +4,12 @@
     out/xyz.mp4          pointmaps as colours: normalised x, y, z in [-1, 1] -> R, G, B
     out/depth.mp4        inverse depth, turbo colour map, one range for the whole clip (black = invalid)
     out/pointmaps.npz    pointmaps (F, H, W, 3) float32 in frame 0's camera, normalized_pointmaps, rgb uint8,
-                         observed (F,), source_frames (F,), input_to_model (N,), norm_centre, norm_scale
+                         observed (F,), source_frames (F,), input_to_model (N,), norm_centre, norm_scale,
+                         frame_rate (of the trajectory's stamps, one4d.postopt.io)
     out/cameras.json, out/trajectory.txt (TUM), out/depth.npz   from ``one4d.postopt.save_cameras``
     out/ply/frame_000000.ply ...   one coloured point cloud per frame
-    out/summary.json     settings, shapes, files, timings; written last
+    out/summary.json     settings, the model as loaded, shapes, frame rate, input warnings, points behind
+                         their camera, unreliable frames, files, timings; written last
 
 A folder that has ``summary.json`` is complete. An existing ``out`` is replaced only if it is itself a
 One4D output (has summary.json) or empty; anything else is refused so that no user data is lost.
@@ -160,15 +162,33 @@ def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- everything
 
 
+# Model keys of the sample config that the loaded weights decide (a checkpoint's architecture.json wins over them).
+LOADED_MODEL_KEYS = ("architecture", "lora_rank", "lora_alpha", "link_layers", "num_links")
+
+
+def loaded_model(model: dict | None, settings: dict) -> dict | None:
+    """The model as loaded (``One4DPipelineOutput.model``, the wrapper's architecture_config) with its link count;
+    the same keys in ``settings["model"]`` are replaced by it, so the summary never shows config defaults that lost."""
+    if not model:
+        return None
+    model = dict(model, num_links=len(model["link_layers"]) if "link_layers" in model else None)
+    if isinstance(settings.get("model"), dict):
+        settings["model"].update({key: model.get(key) for key in LOADED_MODEL_KEYS})
+    return model
+
+
 def write_outputs(folder: Path, output, conditions, settings: dict, ply_stride: int = 1, timings: dict | None = None) -> dict:
     """Write one sample (a ``One4DPipelineOutput`` with B = 1, output_type "np") into ``folder``; returns the summary."""
     from one4d.postopt import save_cameras
+    from one4d.postopt.io import sampler_frame_rate
 
     folder = Path(folder)
     rgb = to_uint8(output.rgb[0])  # (F, H, W, 3)
     pointmaps = output.pointmaps[0].astype(np.float32)  # (F, H, W, 3)
     normalized = output.normalized_pointmaps[0]
     fps = float(conditions.fps)
+    frame_rate = sampler_frame_rate(fps, len(pointmaps), conditions.input_frames)  # the trajectory's (one4d.postopt.io)
+    model = loaded_model(getattr(output, "model", None), settings)
     files = {
         "rgb": write_movie(folder / "rgb.mp4", rgb, fps),
         "xyz": write_movie(folder / "xyz.mp4", pointmap_colours(normalized), fps),
@@ -178,15 +198,17 @@ def write_outputs(folder: Path, output, conditions, settings: dict, ply_stride: 
         observed=output.observed[0], source_frames=np.asarray(conditions.source_frames),
         input_to_model=np.asarray(conditions.input_to_model),
         norm_centre=np.asarray(settings.get("pointmap_centre", (0.0, 0.0, 0.0)), dtype=np.float32),
-        norm_scale=np.float32(settings.get("pointmap_scale", 1.0)),
+        norm_scale=np.float32(settings.get("pointmap_scale", 1.0)), frame_rate=np.float64(frame_rate),
     )
     files["pointmaps"] = folder / "pointmaps.npz"
     camera_summary = None
     if output.cameras is not None:
-        timestamps = np.asarray(conditions.source_frames, dtype=np.float64) / fps
-        files.update(save_cameras(output.cameras[0], folder, timestamps=timestamps))
+        cameras = output.cameras[0]
+        files.update(save_cameras(cameras, folder, frame_rate=frame_rate))
         files["depth_video"] = write_movie(folder / "depth.mp4", colorize_depth(output.depth[0]), fps)
-        camera_summary = {"losses": output.cameras[0].losses, "warnings": output.cameras[0].warnings}
+        valid = int(cameras.valid.sum())
+        camera_summary = {"losses": cameras.losses, "warnings": cameras.warnings, "points_behind_camera": cameras.num_behind,
+                          "points_behind_fraction": cameras.num_behind / max(valid, 1), "unreliable_frames": cameras.unreliable}
     if ply_stride > 0:
         (folder / "ply").mkdir()
         for index in range(len(pointmaps)):
@@ -196,11 +218,14 @@ def write_outputs(folder: Path, output, conditions, settings: dict, ply_stride: 
 
     summary = {
         "settings": settings,
+        "model": model,
         "task": conditions.task,
         "num_frames": conditions.num_frames,
         "height": conditions.height,
         "width": conditions.width,
         "fps": fps,
+        "frame_rate": frame_rate,
+        "warnings": list(getattr(conditions, "warnings", [])),
         "observed": conditions.observed,
         "input_frames": conditions.input_frames,
         "input_size": list(conditions.input_size),

@@ -54,7 +54,7 @@ class One4DPipelineOutput:
     cameras: one ``one4d.postopt.CameraRecovery`` per sample when post-optimisation ran (then the
     pointmaps are expressed in frame 0's recovered camera); depth (B, F, H, W) from it.
     rgb_latents / xyz_latents (B, 16, f, h, w): always returned (the only output for "latent").
-    numpy arrays for output_type "np", tensors for "pt".
+    numpy arrays for output_type "np", tensors for "pt". model: the wrapper as loaded (its architecture_config).
     """
 
     rgb: np.ndarray | torch.Tensor | None
@@ -65,6 +65,7 @@ class One4DPipelineOutput:
     xyz_latents: torch.Tensor
     cameras: list | None = None
     depth: np.ndarray | torch.Tensor | None = None
+    model: dict | None = None
 
 
 class One4DPipeline:
@@ -301,7 +302,8 @@ class One4DPipeline:
         if output_type == "np":
             rgb, pointmaps, normalized = rgb.numpy(), pointmaps.numpy(), normalized.numpy()
             depth = None if depth is None else depth.numpy()
-        return One4DPipelineOutput(rgb, pointmaps, normalized, observed_out, rgb_latents, xyz_latents, cameras, depth)
+        model = self.transformer.architecture_config() if hasattr(self.transformer, "architecture_config") else None
+        return One4DPipelineOutput(rgb, pointmaps, normalized, observed_out, rgb_latents, xyz_latents, cameras, depth, model)
 
     @staticmethod
     def recover_cameras(pointmaps: torch.Tensor, postopt_kwargs: dict) -> tuple[list, torch.Tensor, torch.Tensor]:
