@@ -146,7 +146,7 @@ def test_eval_takes_the_same_base_options_and_answers_bad_ones_in_one_line(wan_d
 
     make_fake_tum(tmp_path / "tum", frames=6)
     command = [sys.executable, str(ROOT / "scripts" / "eval.py"), "benchmark=tum", f"root={tmp_path / 'tum'}", "mode=model",
-               f"model_predictor.components={wan_dir}", "model_predictor.device=cpu", f"output_dir={tmp_path / 'out'}"]
+               "benchmark.reader.sequences=[rgbd_dataset_freiburg3_walking_xyz]", f"model_predictor.components={wan_dir}", "model_predictor.device=cpu", f"output_dir={tmp_path / 'out'}"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "needs model.transformer=" in errors[0], result.stderr[-2000:]

@@ -41,7 +41,7 @@ def test_eval_script_runs_the_tiny_model_on_fake_sintel_and_tum(tmp_path):
     make_fake_sintel(tmp_path / "sintel", sequences=("alley_2",))
     make_fake_tum(tmp_path / "tum", frames=12)
     out = tmp_path / "out"
-    runs = (["benchmark=sintel", f"root={tmp_path / 'sintel'}", "sparsity=0.5"],
+    runs = (["benchmark=sintel", f"root={tmp_path / 'sintel'}", "sparsity=0.5", "benchmark.reader.sequences=[alley_2]"],
             ["benchmark=tum", f"root={tmp_path / 'tum'}", "benchmark.reader.sequences=[rgbd_dataset_freiburg3_walking_xyz]",
              "model_predictor.num_frames=9", "model_predictor.overlap=4"])
     for args in runs:

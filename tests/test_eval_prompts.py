@@ -122,7 +122,8 @@ def test_eval_script_warns_once_with_the_count_and_a_changed_prompts_file_is_not
 
     make_fake_sintel(tmp_path / "sintel")  # alley_2, bamboo_1
     prompts = write_prompts(tmp_path / "prompts.jsonl", [{"sequence": "alley_2", "prompt": "a girl runs in an alley"}])
-    command = [sys.executable, str(REPO / "scripts" / "eval.py"), "benchmark=sintel", f"root={tmp_path / 'sintel'}", "mode=model",
+    command = [sys.executable, str(REPO / "scripts" / "eval.py"), "benchmark=sintel", f"root={tmp_path / 'sintel'}",
+               "benchmark.reader.sequences=[alley_2,bamboo_1]", "mode=model",
                *TINY, "model_predictor.guidance_scale=1", f"model_predictor.prompts={prompts}", "label=tiny",
                f"output_dir={tmp_path / 'out'}"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)

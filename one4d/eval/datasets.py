@@ -1,10 +1,15 @@
-"""Benchmark readers in the datasets' own published layouts (SPEC section 7; data/benchmarks.md).
+"""Benchmark readers in the datasets' own published layouts (data/benchmarks.md).
 
 Each ``*_sequences(root, ...)`` checks the root at once and returns one ``SequenceSource`` per
 expected sequence; ``source.load()`` reads that sequence and raises a ValueError naming the
 sequence and the file when something is missing or unreadable, so the runner can stop
-(strict) or skip and report it. Protocols follow MonST3R / Geo4D / CUT3R:
-- Sintel (training, final pass): depth on every sequence, pose on the 14 of ``SINTEL_POSE_SEQUENCES``.
+(strict) or skip and report it. With ``strict=True`` (``scripts/eval.py``'s default) a root that
+lacks any of the benchmark's sequences is refused at once, before a model is loaded; with
+``strict=False`` the sequences present are evaluated and the tables mark the run partial, with
+each number's count of the benchmark's sequences (``BENCHMARK_SEQUENCES``).
+Protocols follow MonST3R / Geo4D / CUT3R:
+- Sintel (training, final pass): depth on the 23 sequences of ``SINTEL_SEQUENCES``, pose on the 14
+  of ``SINTEL_POSE_SEQUENCES``.
 - Bonn: 5 sequences, images and depth each sorted by name and cut to [30:140] by index
   (MonST3R's prepare_bonn.py); depth PNG / 5000. The paper does not evaluate Bonn poses.
 - TUM-dynamics: 8 freiburg3 sequences; rgb.txt associated to groundtruth.txt by timestamp
@@ -25,6 +30,11 @@ import torch
 from one4d.geometry import associate_timestamps, invert_pose, read_tum_trajectory
 
 SINTEL_TAG = 202021.25
+SINTEL_SEQUENCES = (  # the MPI Sintel training set
+    "alley_1", "alley_2", "ambush_2", "ambush_4", "ambush_5", "ambush_6", "ambush_7", "bamboo_1", "bamboo_2",
+    "bandage_1", "bandage_2", "cave_2", "cave_4", "market_2", "market_5", "market_6", "mountain_1", "shaman_2",
+    "shaman_3", "sleeping_1", "sleeping_2", "temple_2", "temple_3",
+)
 SINTEL_POSE_SEQUENCES = (
     "alley_2", "ambush_4", "ambush_5", "ambush_6", "cave_2", "cave_4", "market_2",
     "market_5", "market_6", "shaman_3", "sleeping_1", "sleeping_2", "temple_2", "temple_3",
@@ -37,6 +47,12 @@ TUM_SEQUENCES = tuple(
 )
 TUM_FR3_INTRINSICS = (535.4, 539.2, 320.1, 247.6)
 PNG_DEPTH_SCALE = 5000.0
+# What each benchmark's depth and pose numbers average over when complete (the tables count against these).
+BENCHMARK_SEQUENCES = {
+    "sintel": {"depth": SINTEL_SEQUENCES, "pose": SINTEL_POSE_SEQUENCES},
+    "bonn": {"depth": BONN_SEQUENCES},
+    "tum": {"pose": TUM_SEQUENCES},
+}
 
 
 @dataclass
@@ -154,6 +170,17 @@ def _require_some(root: Path, benchmark: str, expected: list[Path]) -> None:
         raise ValueError(f"{benchmark} root {root} holds none of the expected sequences ({names}, ...); see data/benchmarks.md")
 
 
+def _require_all(root: Path, benchmark: str, expected: dict[str, Path]) -> None:
+    """Strict: every expected sequence's folder is there, else one line naming how many are missing and which."""
+    missing = [name for name, folder in expected.items() if not folder.is_dir()]
+    if missing:
+        names = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+        raise ValueError(
+            f"{benchmark} root {root} lacks {len(missing)} of its {len(expected)} sequences ({names}): complete it "
+            f"(data/benchmarks.md), or strict=false to evaluate the {len(expected) - len(missing)} present (the tables mark it partial)"
+        )
+
+
 def _sorted_files(folder: Path, suffix: str, sequence: str) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"sequence {sequence}: missing folder {folder}")
@@ -168,20 +195,24 @@ def _sorted_files(folder: Path, suffix: str, sequence: str) -> list[Path]:
 
 def sintel_sequences(
     root: str | Path, sequences: list[str] | None = None, pose_sequences=SINTEL_POSE_SEQUENCES,
-    pass_name: str = "final", pose_only: bool = False,
+    pass_name: str = "final", pose_only: bool = False, strict: bool = False,
 ) -> list[SequenceSource]:
     """Sintel training set: ``training/<pass>/<seq>/frame_XXXX.png``, ``training/depth/<seq>/*.dpt``,
-    ``training/camdata_left/<seq>/*.cam``. ``sequences=None`` takes every folder of the pass.
-    ``pose_only`` keeps only the pose sequences (Table 4 alone).
+    ``training/camdata_left/<seq>/*.cam``. ``sequences=None`` takes every folder of the pass, and with
+    ``strict`` requires the 23 of ``SINTEL_SEQUENCES``. ``pose_only`` keeps only the pose sequences (Table 4 alone).
     """
     root = _check_root(root, "Sintel")
     images = root / "training" / pass_name
     if not images.is_dir():
         raise ValueError(f"Sintel root {root}: missing folder {images} (see data/benchmarks.md)")
     names = sorted(p.name for p in images.iterdir() if p.is_dir()) if sequences is None else list(sequences)
+    expected = list(SINTEL_SEQUENCES) if sequences is None else names
     if pose_only:
         names = [n for n in names if n in set(pose_sequences)]
+        expected = [n for n in expected if n in set(pose_sequences)]
     _require_some(root, "Sintel", [images / n for n in names])
+    if strict:
+        _require_all(root, "Sintel", {n: images / n for n in expected})
     return [SequenceSource(n, lambda n=n: load_sintel_sequence(root, n, pass_name, n in set(pose_sequences))) for n in names]
 
 
@@ -211,10 +242,14 @@ def load_sintel_sequence(root: Path, name: str, pass_name: str = "final", evalua
 # ----------------------------------------------------------------------------- Bonn
 
 
-def bonn_sequences(root: str | Path, sequences=BONN_SEQUENCES, start: int = 30, stop: int = 140) -> list[SequenceSource]:
-    """Bonn RGB-D Dynamic: ``rgbd_bonn_<seq>/rgb/*.png`` and ``depth/*.png``, frames [start:stop] by index."""
+def bonn_sequences(root: str | Path, sequences=BONN_SEQUENCES, start: int = 30, stop: int = 140,
+                  strict: bool = False) -> list[SequenceSource]:
+    """Bonn RGB-D Dynamic: ``rgbd_bonn_<seq>/rgb/*.png`` and ``depth/*.png``, frames [start:stop] by index.
+    ``strict``: every listed sequence's folder must be there."""
     root = _check_root(root, "Bonn")
     _require_some(root, "Bonn", [root / f"rgbd_bonn_{n}" for n in sequences])
+    if strict:
+        _require_all(root, "Bonn", {n: root / f"rgbd_bonn_{n}" for n in sequences})
     return [SequenceSource(n, lambda n=n: load_bonn_sequence(root, n, start, stop)) for n in sequences]
 
 
@@ -255,11 +290,14 @@ def read_file_list(path: Path, sequence: str) -> tuple[np.ndarray, list[str]]:
 
 def tum_sequences(
     root: str | Path, sequences=TUM_SEQUENCES, stride: int = 3, num_frames: int = 90,
-    max_difference: float = 0.02, with_depth: bool = False,
+    max_difference: float = 0.02, with_depth: bool = False, strict: bool = False,
 ) -> list[SequenceSource]:
-    """TUM RGB-D: ``<seq>/rgb.txt``, ``rgb/``, ``groundtruth.txt`` (and ``depth.txt``, ``depth/``)."""
+    """TUM RGB-D: ``<seq>/rgb.txt``, ``rgb/``, ``groundtruth.txt`` (and ``depth.txt``, ``depth/``).
+    ``strict``: every listed sequence's folder must be there."""
     root = _check_root(root, "TUM")
     _require_some(root, "TUM", [root / n for n in sequences])
+    if strict:
+        _require_all(root, "TUM", {n: root / n for n in sequences})
     return [
         SequenceSource(n, lambda n=n: load_tum_sequence(root, n, stride, num_frames, max_difference, with_depth))
         for n in sequences

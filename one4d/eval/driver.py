@@ -127,7 +127,7 @@ def run(cfg: DictConfig) -> dict:
     """Evaluate one benchmark as configured and write its JSON and tables; returns the run record."""
     sparsity = None if cfg.sparsity is None else float(cfg.sparsity)
     reader = instantiate(cfg.benchmark.reader, _partial_=True, _convert_="all")  # called here: its errors stay ValueErrors
-    sources = reader(root=cfg.root)
+    sources = reader(root=cfg.root, strict=cfg.strict)  # strict: a root missing any of the benchmark's sequences is refused here
     depth_options = OmegaConf.to_container(cfg.benchmark.metrics, resolve=True)  # depth_metrics' keyword arguments
     label = cfg.label or default_label(cfg)
     folder = run_folder(cfg, label, sparsity)

@@ -6,11 +6,15 @@ A run record is what ``scripts/eval.py`` writes to ``metrics.json``: ``{"benchma
 "guidance_scale", "label", "metrics", "result"}``; ``metrics`` is the benchmark's metrics group
 (``depth_metrics`` options, ``protocol`` included), ``result`` comes from
 ``one4d.eval.runner.evaluate``. Each depth table names the protocol behind its rows. Skipped
-sequences are listed under the tables and their run's row is marked †, so an average is never
-silently partial.
+sequences are listed under the tables and their run's row is marked †, and a number that averages
+fewer than all of its benchmark's sequences (``one4d.eval.datasets.BENCHMARK_SEQUENCES``: Sintel
+depth 23, Sintel pose 14, Bonn 5, TUM 8) says so in its cell, "(partial n/N)", so an average is
+never silently partial.
 """
 
 from __future__ import annotations
+
+from one4d.eval.datasets import BENCHMARK_SEQUENCES
 
 # ----------------------------------------------------------------------------- the paper's rows
 # Transcribed from the One4D paper; "-" in the paper is None. Depth cells: (Abs Rel, delta<1.25 %);
@@ -106,12 +110,32 @@ def protocol_line(runs: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------- cells and rows
-def _cells(values, width: int) -> list[str]:
+def coverage(run: dict | None, part: str) -> tuple[int, int] | None:
+    """(sequences behind the run's ``part`` average, sequences of its benchmark); None when either is unknown."""
+    expected = BENCHMARK_SEQUENCES.get(run["benchmark"], {}).get(part) if run else None
+    average = run["result"]["average"].get(part) if run else None
+    if expected is None or not average:
+        return None
+    covered = average.get("sequences", sum(part in m for m in run["result"]["sequences"].values()))
+    return int(covered), len(expected)
+
+
+def partial_mark(run: dict | None, part: str) -> str:
+    """" (partial n/N)" when the run's ``part`` numbers average n < N of the benchmark's sequences, else ""."""
+    counts = coverage(run, part)
+    return f" (partial {counts[0]}/{counts[1]})" if counts and counts[0] < counts[1] else ""
+
+
+PARTIAL_NOTE = ("(partial n/N): the number averages n of the benchmark's N sequences, so it does not compare with the "
+                "paper's rows; every other number of this evaluation covers all N.")
+
+
+def _cells(values, width: int, mark: str = "") -> list[str]:
     if values is None:
         return ["-"] * width
     if width == 2:
-        return [f"{values[0]:.3f}", f"{values[1]:.1f}"]
-    return [f"{v:.3f}" for v in values]
+        return [f"{values[0]:.3f}{mark}", f"{values[1]:.1f}{mark}"]
+    return [f"{v:.3f}{mark}" for v in values]
 
 
 def _ours_depth(run) -> tuple[float, float] | None:
@@ -152,13 +176,15 @@ def _find(runs: list[dict], name: str, benchmark: str, sparsity=None) -> dict | 
 
 
 def _our_rows(runs: list[dict], benchmarks, width: int, ours, sparsity=None, before=(), after=()) -> list[str]:
-    """One row per row name over ``runs`` at ``sparsity``; a run with skipped sequences is marked †."""
-    lines = []
+    """One row per row name over ``runs`` at ``sparsity``; a run with skipped sequences is marked †, a number
+    over part of its benchmark "(partial n/N)"."""
+    lines, part = [], "depth" if width == 2 else "pose"
     for name in dict.fromkeys(map(row_name, runs)):
         found = [_find(runs, name, b, sparsity) for b in benchmarks]
         if any(found):
             marked = " †" if any(run and run["result"]["skipped"] for run in found) else ""
-            lines.append(_row([*before, name + marked, *after] + [c for run in found for c in _cells(ours(run), width)]))
+            cells = [c for run in found for c in _cells(ours(run), width, partial_mark(run, part))]
+            lines.append(_row([*before, name + marked, *after] + cells))
     return lines
 
 
@@ -230,7 +256,8 @@ def sequence_table(run: dict) -> str:
         lines.append(_row([name, str(metrics["frames"]), str(metrics.get("observed_frames", "-"))]
                           + _cells((depth["abs_rel"], 100 * depth["delta_1_25"]) if depth else None, 2)
                           + _cells((pose["ate"], pose["rpe_trans"], pose["rpe_rot"]) if pose else None, 3)))
-    lines.append(_row(["**average**", "", ""] + _cells(_ours_depth(run), 2) + _cells(_ours_pose(run), 3)))
+    lines.append(_row(["**average**", "", ""] + _cells(_ours_depth(run), 2, partial_mark(run, "depth"))
+                      + _cells(_ours_pose(run), 3, partial_mark(run, "pose"))))
     for name, reason in result["skipped"].items():
         lines.append(_row([f"~~{name}~~", "skipped", "", reason, "", "", "", ""]))
     return "\n".join(lines)
@@ -246,7 +273,8 @@ def _section(number: int, title: str, table: str, runs: list[dict], depth: bool 
     """Heading, the paper rows' source, the protocol of this evaluation's rows (or that none fill it), the table."""
     paper = PAPER_TABLES[number]
     notes = [f"Paper rows: {paper['source']}" + (f" ({paper['note']})." if "note" in paper else "."),
-             "No run of this evaluation fills this table yet." if not runs else protocol_line(runs) if depth else ""]
+             "No run of this evaluation fills this table yet." if not runs else protocol_line(runs) if depth else "",
+             PARTIAL_NOTE if any(partial_mark(run, "depth" if depth else "pose") for run in runs) else ""]
     return [f"## Table {number}: {title}", "\n".join(n for n in notes if n), table]
 
 
@@ -275,6 +303,9 @@ def render_run(run: dict) -> str:
         numbers = (6,) if benchmark in DEPTH_BENCHMARKS else ()
     else:
         numbers = tuple(n for n, benchmarks in ((3, DEPTH_BENCHMARKS), (4, POSE_BENCHMARKS)) if benchmark in benchmarks)
+    partial = [f"{part} {counts[0]} of {counts[1]} sequences" for part in ("depth", "pose")
+               if (counts := coverage(run, part)) and counts[0] < counts[1]]
+    title += f" (partial: {', '.join(partial)})" if partial else ""
     parts = [title, *_tables([run], numbers), "## Per sequence", sequence_table(run), _skipped_notes([run])]
     return "\n\n".join(p for p in parts if p) + "\n"
 
