@@ -2,7 +2,8 @@
 
 The paper shows its results this way (section 4.1): viser, frames subsampled with a temporal stride
 to make motion visible. Reads ``pointmaps.npz`` (pointmaps, rgb) and, when present, ``cameras.json``.
-The world is frame 0's OpenCV camera, so "up" is -y.
+The world is frame 0's OpenCV camera, so "up" is -y. The first view (and "Reset View") looks over the
+first camera's shoulder at the whole point cloud (:func:`framing_view`), that camera's frustum in red.
 """
 
 from __future__ import annotations
@@ -64,6 +65,41 @@ def load_scene(folder: str | Path, stride: int = 1, max_points: int = 20000, see
     return Scene4D(frames, points, colours, intrinsics, camera_to_world, (height, width))
 
 
+# Vertical field of view of the first view, and how far above the first camera's line of sight it looks from.
+VIEW_FOV_DEGREES = 60.0
+VIEW_ELEVATION_DEGREES = 20.0
+
+
+def framing_view(scene: Scene4D, fov: float = math.radians(VIEW_FOV_DEGREES)) -> dict[str, np.ndarray | float]:
+    """A view that frames every frame's points (95 % of them around their median) and the first camera.
+
+    It looks along the line from the first camera (frame 0's camera when there are no cameras: the world's
+    origin, looking down +z) to the cloud, raised by VIEW_ELEVATION_DEGREES, at the smallest sphere holding
+    the cloud and that camera, from just far enough for the sphere to fill the field of view (so the camera
+    is in front of the view). Returns position, look_at, up, fov, near, far.
+    """
+    points = np.concatenate(scene.points) if scene.points else np.zeros((0, 3))
+    centre = np.median(points, axis=0) if len(points) else np.array([0.0, 0.0, 1.0])
+    radius = float(np.percentile(np.linalg.norm(points - centre, axis=1), 95)) if len(points) else 1.0
+    radius = radius if math.isfinite(radius) and radius > 0 else 1.0
+    if scene.camera_to_world is not None:
+        eye, forward, up = scene.camera_to_world[0, :3, 3], scene.camera_to_world[0, :3, 2], -scene.camera_to_world[0, :3, 1]
+    else:
+        eye, forward, up = np.zeros(3), np.array([0.0, 0.0, 1.0]), np.array([0.0, -1.0, 0.0])
+    line = centre - eye
+    behind = float(np.linalg.norm(line))
+    direction = line / behind if behind > 1e-9 * radius else forward
+    up = up - direction * float(up @ direction)  # up, made orthogonal to the line of sight
+    up = up / np.linalg.norm(up) if np.linalg.norm(up) > 1e-9 else np.array([0.0, -1.0, 0.0])
+    if behind > radius:  # the smallest sphere around the cloud's sphere and the camera
+        centre, radius = centre - direction * (behind - radius) / 2, (behind + radius) / 2
+    elevation = math.radians(VIEW_ELEVATION_DEGREES)
+    direction = direction * math.cos(elevation) - up * math.sin(elevation)  # look down at the cloud from above
+    distance = 1.05 * radius / math.sin(fov / 2)  # the sphere just inside the field of view
+    return {"position": centre - distance * direction, "look_at": centre, "up": up, "fov": fov,
+            "near": 0.01 * distance, "far": 10.0 * (distance + radius)}
+
+
 class Viewer:
     """A viser server showing a :class:`Scene4D`; ``show(t)`` selects the time step, ``play()`` animates."""
 
@@ -81,6 +117,9 @@ class Viewer:
             for frame, points, colours in zip(scene.frames, scene.points, scene.colours)
         ]
         self._frustums = self._add_frustums(extent * 0.05)
+        self.first_view = framing_view(scene)
+        for key, value in self.first_view.items():  # new clients start here; "Reset View" returns here
+            setattr(self.server.initial_camera, key, value)
         gui = self.server.gui
         last = len(scene.frames) - 1
         self.time_slider = gui.add_slider("frame", min=0, max=max(last, 1), step=1, initial_value=0, disabled=last == 0)
