@@ -103,9 +103,9 @@ def score(output, scene, scored_frames: list[int]) -> dict:
 
     gt_depth = scene.depth[scored_frames]  # (S, H, W)
     pred_depth = torch.as_tensor(output.depth[0])[scored_frames]
-    depth = depth_metrics(pred_depth, gt_depth, align="scale&shift")
+    depth = depth_metrics(pred_depth, gt_depth, align="scale&shift", protocol="exact")
     constant = torch.full_like(gt_depth, float(gt_depth[gt_depth > 0].median()))
-    baseline = depth_metrics(constant, gt_depth, align="none")
+    baseline = depth_metrics(constant, gt_depth, align="none", protocol="exact")
     gt_poses = invert_pose(scene.world_to_camera.double())  # (F, 4, 4) camera to world
     pose = pose_metrics(output.cameras[0].camera_to_world.double(), gt_poses)
     return {
