@@ -103,7 +103,10 @@ def run_ablation(checkpoint: str | Path = CHECKPOINT, work: str | Path = "output
         depth, record["failed_scenes"] = [], 0
         for index in range(max(1, held_out // 2)):
             try:
-                depth.append(run_task(pipe, "full", HELD_OUT_SEED + 100 + index, settings, None)[3])
+                scores = run_task(pipe, "full", HELD_OUT_SEED + 100 + index, settings, None)[3]
+                if not np.isfinite(scores["abs_rel"]):  # e.g. every point behind its camera: no valid depth to align
+                    raise ValueError("no valid predicted depth at the ground truth's valid pixels")
+                depth.append(scores)
             except ValueError as error:  # post-optimisation refuses pointmaps that are no camera's view
                 record["failed_scenes"] += 1
                 log(f"{architecture}: scene {index} not scored ({error})")
