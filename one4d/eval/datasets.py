@@ -142,14 +142,17 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_png_depth(path: str | Path, scale: float = PNG_DEPTH_SCALE) -> np.ndarray:
-    """16-bit PNG depth (TUM, Bonn): metres = value / 5000, 0 = invalid."""
+    """16-bit PNG depth (TUM, Bonn): metres = value / 5000 in float64, 0 = invalid.
+
+    float64 as MonST3R's and CUT3R's ``depth_read_bonn`` divide (``astype(np.float64) / 5000.0``): their
+    protocols keep the ground truth's dtype, so a float32 copy would move their scale fit (one4d.eval.protocols)."""
     try:
         raw = iio.imread(path, plugin="pillow")
     except Exception as error:
         raise ValueError(f"{path}: unreadable depth PNG ({error})") from error
     if raw.ndim != 2:
         raise ValueError(f"{path}: a depth PNG has one channel, got shape {raw.shape}")
-    return raw.astype(np.float32) / scale
+    return raw.astype(np.float64) / scale
 
 
 def _intrinsics(fx: float, fy: float, cx: float, cy: float, count: int) -> np.ndarray:
