@@ -1,6 +1,6 @@
 """Evaluation: benchmark readers, depth and pose metrics, the evaluation runner and paper-style tables.
 
-Public API (SPEC section 8): ``depth_metrics`` and ``pose_metrics``. ``evaluate`` runs any
+Public API: ``depth_metrics`` and ``pose_metrics``. ``evaluate`` runs any
 ``Predictor`` (a callable ``(EvalSequence, observed_frame_indices) -> Prediction``) over a
 benchmark's sequences.
 """

@@ -1,4 +1,4 @@
-"""Video depth and camera pose metrics (SPEC section 7), as MonST3R, Geo4D and CUT3R compute them.
+"""Video depth and camera pose metrics (paper section 4.3), as MonST3R, Geo4D and CUT3R compute them.
 
 Depth (``depth_metrics``): one alignment per sequence over all its frames' valid pixels, valid =
 finite and 0 < gt < max_depth, after resizing the prediction to the ground truth's resolution. How the

@@ -1,7 +1,7 @@
 """Depth evaluation protocols as data: how MonST3R, CUT3R and Geo4D align and score video depth.
 
 A depth number can be set beside a peer's table only if it is computed with that peer's procedure, step
-by step (SPEC section 7; the facts with their sources are in the shared ``eval/PROTOCOLS.md``). Each peer's
+by step (the facts, each with its source line in the peer's code, are in this module's ``PROTOCOLS`` table). Each peer's
 evaluation script is one row of ``PROTOCOLS``: the resize filter, the dtypes it computes in, and the solver
 (with its settings) behind each alignment its script offers. "exact" is this project's own exact LAD fit:
 an extra, labelled protocol whose numbers belong in their own column.

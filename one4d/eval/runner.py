@@ -3,7 +3,7 @@
 A predictor is any callable ``predictor(sequence, observed_frame_indices) -> Prediction``: the
 model (full-video task, or the sparse task for Table 5, then post-optimisation), a folder of saved
 predictions, or the GT-derived oracle used to test this driver. Sparse protocol (paper section
-4.3, SPEC section 5): first, last and uniformly spread frames, ``max(2, round(r * F))`` of them;
+4.3; ``one4d.conditioning``): first, last and uniformly spread frames, ``max(2, round(r * F))`` of them;
 the depth of every frame is evaluated.
 """
 
