@@ -56,14 +56,17 @@ def write_inputs(folder: Path) -> None:
 
 
 def fresh_env() -> dict:
-    """The environment of a fresh shell: no virtual environment on PATH or activated; one CPU thread (shared CI)."""
+    """The environment of a fresh shell: no virtual environment on PATH or activated, not inside a make (``make test``
+    exports MAKEFLAGS / MAKELEVEL, which turn a user's ``make`` into a chatty sub-make); one CPU thread (shared CI)."""
     venv_bins = {str(ROOT / ".venv" / "bin")}
     if sys.prefix != sys.base_prefix:  # this interpreter is itself a virtual environment's
         venv_bins.add(str(Path(sys.executable).parent))
     if os.environ.get("VIRTUAL_ENV"):
         venv_bins.add(str(Path(os.environ["VIRTUAL_ENV"]) / "bin"))
     path = [entry for entry in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if entry not in venv_bins]
-    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    inherited = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT",
+                 "MAKE_TERMERR")
+    env = {key: value for key, value in os.environ.items() if key not in inherited}
     env.update(PATH=os.pathsep.join(path), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 
