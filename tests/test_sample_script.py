@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,23 @@ def test_gif_fallback_without_ffmpeg(tmp_path, monkeypatch, capsys):
     path = write_movie(tmp_path / "rgb.mp4", np.zeros((3, 16, 16, 3), dtype=np.uint8), fps=8)
     assert path.name == "rgb.gif" and path.is_file() and not (tmp_path / "rgb.mp4").exists()
     assert "ffmpeg is not available" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["num_frames=abc"], "num_frames must be a whole number or null, got 'abc'"),
+    (["num_frames=1"], "post-optimisation needs a video .* or postopt.enabled=false"),
+    (["height=1.5"], "height must be a whole number or null"),
+])
+def test_frame_counts_and_sizes_that_cannot_run_are_one_line_before_loading(tmp_path, inputs, overrides, message, capsys):
+    code = cli.sample(config("task=single", f"input={inputs / 'image.png'}", f"out={tmp_path / 'out'}", *overrides))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_predictor_device_defaults_to_what_is_there():
+    from hydra import compose as compose_eval
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        assert compose_eval("eval", overrides=["root=x"]).model_predictor.device == "auto"
+    assert str(cli.resolve_device("auto")) == ("cuda" if __import__("torch").cuda.is_available() else "cpu")

@@ -41,6 +41,13 @@ class UnusableWeights(ValueError):
 
 def check_settings(cfg: DictConfig) -> None:
     """Plain value checks, one ValueError per problem."""
+    for key in ("num_frames", "height", "width", "steps"):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{key} must be a whole number{'' if key == 'steps' else ' or null'}, got {value!r}")
+    if cfg.num_frames is not None and int(cfg.num_frames) < 5 and cfg.postopt.enabled:
+        raise ValueError(f"num_frames={cfg.num_frames}: post-optimisation needs a video (4k + 1 >= 5 frames); "
+                         f"use num_frames=5 or more, or postopt.enabled=false")
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
     if int(cfg.steps) <= 0:
@@ -150,6 +157,7 @@ def warn_if_far_from_training(cfg: DictConfig, conditions, metadata: dict | None
 
 
 def resolve_device(name: str):
+    """"auto": CUDA when present, else the CPU; a CUDA device asked for where there is none is one line."""
     import torch
 
     if name == "auto":

@@ -175,7 +175,7 @@ class ModelPredictor:
         return output.pointmaps[0][to_model]  # (L, h, w, 3)
 
 
-def build_eval_predictor(checkpoint: str | None = None, preset: str = "wan2.1-fun-14b-inp", device: str = "cuda",
+def build_eval_predictor(checkpoint: str | None = None, preset: str = "wan2.1-fun-14b-inp", device: str = "auto",
                          components: str = "tiny", transformer: str | None = None, dtype: str = "bfloat16",
                          num_frames: int = 81, height: int | None = None, width: int | None = None, overlap: int = 16,
                          num_inference_steps: int = 50, guidance_scale: float = 6.0, seed: int = 0,
@@ -191,6 +191,9 @@ def build_eval_predictor(checkpoint: str | None = None, preset: str = "wan2.1-fu
     if prompts is not None:
         load_prompts(prompts)  # a bad file fails before the weights load
     storage = storage_dtype(base_storage_dtype)
+    from .cli import resolve_device
+
+    device = resolve_device(device)
     check_precision(torch_dtype(dtype), device, storage)
     pipeline = load_pipeline(preset=preset, components=components, transformer=transformer, state=checkpoint,
                              dtype=dtype, seed=seed, encoder_dtype=encoder_dtype, condition_fill=condition_fill,
