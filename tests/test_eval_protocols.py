@@ -20,10 +20,7 @@ import torch.nn.functional as F
 from one4d.eval import depth_metrics
 from one4d.eval.protocols import PROTOCOLS
 
-try:
-    import cv2
-except ImportError:  # the resize cases of MonST3R / CUT3R then compare with torch's bicubic only
-    cv2 = None
+import cv2  # the reference resize of MonST3R and CUT3R (opencv-python-headless, a dependency)
 
 PEER_COMBINATIONS = [(p, a) for p in ("monst3r", "cut3r", "geo4d") for a in PROTOCOLS[p].solvers]
 SETTINGS = {"monst3r": (1e-4, 1000), "cut3r": (1e-4, 1000), "geo4d": (1e-2, 5000)}  # lad2 (lr, max_iters)
@@ -148,8 +145,6 @@ def assert_agrees(ours: dict, theirs: dict, tolerance: float = 1e-4) -> None:
 @pytest.mark.parametrize("protocol, align", PEER_COMBINATIONS)
 def test_protocol_agrees_with_the_peer_reference(protocol, align, case):
     pred, gt = make_case(**CASES[case])
-    if protocol != "geo4d" and pred.shape != gt.shape and cv2 is None:
-        pytest.skip("OpenCV (opencv-python-headless) is the reference resize of MonST3R and CUT3R")
     for clip in (None, 70.0) if protocol != "geo4d" else (70.0,):  # MonST3R / CUT3R: Sintel 70, Bonn none
         ours = depth_metrics(pred, gt, align=align, max_depth=70.0, post_clip_max=clip, protocol=protocol)
         assert ours["protocol"] == protocol
@@ -198,8 +193,7 @@ def test_a_wrong_setting_would_be_caught(protocol):
 def test_scale_rounds_median_and_resize_would_be_caught():
     pred, gt = make_case(**CASES["three frames, half resolution"])
     ours = depth_metrics(pred, gt, align="scale", post_clip_max=70.0, protocol="cut3r")
-    if cv2 is not None:
-        assert reference("cut3r", "scale", pred, gt, 70.0, rounds=9)["scale"] != pytest.approx(ours["scale"], rel=1e-6)
+    assert reference("cut3r", "scale", pred, gt, 70.0, rounds=9)["scale"] != pytest.approx(ours["scale"], rel=1e-6)
     bilinear = F.interpolate(torch.from_numpy(pred)[None], size=gt.shape[1:], mode="bilinear", align_corners=False)[0]
     assert depth_metrics(bilinear.numpy(), gt, protocol="geo4d")["abs_rel"] != pytest.approx(
         depth_metrics(pred, gt, protocol="geo4d")["abs_rel"], rel=1e-4)
@@ -207,7 +201,6 @@ def test_scale_rounds_median_and_resize_would_be_caught():
     assert depth_metrics(np.ones_like(gt), gt, align="median", protocol="monst3r")["scale"] == 2.0
 
 
-@pytest.mark.skipif(cv2 is None, reason="needs opencv-python-headless")
 @pytest.mark.parametrize("size", [(218, 512, 436, 1024), (30, 40, 47, 61), (48, 64, 24, 32)])
 def test_torch_bicubic_is_opencv_inter_cubic_up_to_rounding(size):
     h, w, height, width = size

@@ -20,7 +20,6 @@ Averages over sequences: depth weighted by valid pixels, pose a plain mean.
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch
@@ -55,22 +54,17 @@ def resize_depth(depth: torch.Tensor, height: int, width: int, mode: str = "bili
     """(F, h, w) depth to (F, height, width), align_corners=False, no antialias.
 
     "bicubic" is torch's a = -0.75 cubic, exactly torchvision's ``Resize(BICUBIC)`` on tensors under torch 2.0
-    (Geo4D). "opencv_cubic" is OpenCV's ``cv2.resize(INTER_CUBIC)`` per frame (MonST3R, CUT3R), itself when
-    OpenCV is installed: torch's bicubic equals it only up to float32 rounding, and CUT3R's 10-round
-    reweighted scale fit amplifies such rounding (1e-3 to 2e-2 in Abs Rel on the tests' cases).
+    (Geo4D). "opencv_cubic" is OpenCV's ``cv2.resize(INTER_CUBIC)`` per frame (MonST3R, CUT3R), itself (a
+    dependency): torch's bicubic equals it only up to float32 rounding, and CUT3R's 10-round reweighted scale
+    fit amplifies such rounding (1e-3 to 2e-2 in Abs Rel on the tests' cases).
     """
     if depth.shape[-2:] == (height, width):
         return depth
     if mode == "opencv_cubic":
-        try:
-            import cv2
-        except ImportError:
-            warnings.warn("OpenCV is not installed (pip install opencv-python-headless): resizing with torch's bicubic, "
-                          "equal to cv2.INTER_CUBIC up to float32 rounding", stacklevel=3)
-        else:
-            frames = [cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC) for frame in depth.cpu().numpy()]
-            return torch.from_numpy(np.stack(frames)).to(depth.device)
-        mode = "bicubic"
+        import cv2
+
+        frames = [cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC) for frame in depth.cpu().numpy()]
+        return torch.from_numpy(np.stack(frames)).to(depth.device)
     return F.interpolate(depth[:, None], size=(height, width), mode=mode, align_corners=False)[:, 0]
 
 
