@@ -23,6 +23,13 @@ for lock in EXTENSIONS.glob("*/lock"):  # <TORCH_EXTENSIONS_DIR>/<extension>/loc
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one intra-op thread, whatever an in-process entry point before it chose."""
+    torch.set_num_threads(1)

@@ -62,14 +62,6 @@ class LiveStorageBytes(TorchDispatchMode):
         return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     return write_synthetic_clips(tmp_path_factory.mktemp("clips"), count=2, num_frames=FRAMES, size=SIZE)

@@ -51,6 +51,13 @@ def torchrun(script: str, *overrides: str, port: int) -> subprocess.CompletedPro
                 str(ROOT / "scripts" / script), *overrides])
 
 
+def sample_bf16(checkpoint: Path, out: Path, *overrides: str) -> dict:
+    """``scripts/sample.py`` on a tiny-preset checkpoint in bf16, at the training size; returns its summary.json."""
+    run([sys.executable, str(ROOT / "scripts" / "sample.py"), f"checkpoint={checkpoint}", "model.preset=tiny", "model.dtype=bfloat16",
+         "num_frames=5", "height=32", "width=32", "steps=2", "cfg=2", "progress=false", f"out={out}", *overrides])
+    return json.loads((out / "summary.json").read_text())
+
+
 def check_run(run_dir: Path, steps: int, validated: bool) -> dict:
     """The run wrote its final checkpoint (trained weights) and, if asked, its validation videos; returns the config."""
     checkpoint = run_dir / "checkpoints" / f"step-{steps:07d}"
@@ -78,12 +85,9 @@ def test_paper_recipe_bf16_zero2_two_processes_with_validation_then_sample_in_bf
     assert cfg["launcher"]["kind"] == "deepspeed" and cfg["launcher"]["deepspeed"]["zero_optimization"]["stage"] == 2
     assert cfg["train"]["gradient_checkpointing"] and cfg["train"]["grad_accum"] == 4 and cfg["model"]["lora_rank"] == 64
 
-    out = tmp_path / "sample"
-    run([sys.executable, str(ROOT / "scripts" / "sample.py"), "task=sparse", f"input={clips / 'clip000' / 'rgb'}",
-         f"checkpoint={run_dir / 'checkpoints' / 'step-0000002'}", "model.preset=tiny", "model.dtype=bfloat16",
-         "num_frames=5", "height=32", "width=32", "steps=2", "cfg=2", "progress=false", "postopt.iterations=3", f"out={out}"])
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["settings"]["model"]["dtype"] == "bfloat16" and (out / "pointmaps.npz").is_file()
+    summary = sample_bf16(run_dir / "checkpoints" / "step-0000002", tmp_path / "sample", "task=sparse",
+                          f"input={clips / 'clip000' / 'rgb'}", "postopt.iterations=3")
+    assert summary["settings"]["model"]["dtype"] == "bfloat16" and (tmp_path / "sample" / "pointmaps.npz").is_file()
 
 
 @pytest.mark.slow
@@ -104,12 +108,10 @@ def test_paper_recipe_with_fp8_base_from_a_latent_cache_then_sample_fp8_group_of
     step2 = load_file(run_dir / "checkpoints" / "step-0000002" / "trainable" / "trainable_state.safetensors")
     assert step1.keys() == step2.keys() and any(not torch.equal(step1[k], step2[k]) for k in step1)
 
-    out = tmp_path / "sample"
-    run([sys.executable, str(ROOT / "scripts" / "sample.py"), "task=single", f"input={clips / 'clip000' / 'rgb' / '000000.png'}",
-         f"checkpoint={run_dir / 'checkpoints' / 'step-0000001'}", "model.preset=tiny", "model.dtype=bfloat16",
-         "model.base_storage_dtype=float8_e4m3fn", "memory.group_offload=true", "num_frames=5", "height=32", "width=32",
-         "steps=2", "cfg=2", "progress=false", "postopt.enabled=false", f"out={out}"])
-    assert json.loads((out / "summary.json").read_text())["settings"]["memory"]["group_offload"] is True
+    summary = sample_bf16(run_dir / "checkpoints" / "step-0000001", tmp_path / "sample", "task=single",
+                          f"input={clips / 'clip000' / 'rgb' / '000000.png'}", "model.base_storage_dtype=float8_e4m3fn",
+                          "memory.group_offload=true", "postopt.enabled=false")
+    assert summary["settings"]["memory"]["group_offload"] is True
 
 
 @pytest.mark.slow

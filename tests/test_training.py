@@ -19,15 +19,6 @@ def config(tmp_path, *overrides):
     return compose_train_config(base + list(overrides))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on a shared 2-core machine: OpenMP spinning with 2 threads costs 10x; restore afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     return write_synthetic_clips(tmp_path_factory.mktemp("clips"), count=4, num_frames=5, size=32)
