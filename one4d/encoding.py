@@ -163,11 +163,11 @@ def load_encoders(components: str, dtype: torch.dtype | None = None, seed: int =
         parts.update(load_diffusers_components(components, dtype=torch.float32, components=("vae",)))
     encoders = Encoders(**{key: parts[key] for key in ("vae", *names)})
     if dtype is not None:  # the tiny stand-ins are built in fp32; loaded encoders already are in dtype
-        from one4d.storage import cast_like_from_pretrained
+        from one4d.models.presets import cast_keeping_fp32_modules
 
         for module in (encoders.text_encoder, encoders.image_encoder):
-            if module is not None:
-                cast_like_from_pretrained(module, dtype)
+            if module is not None:  # as transformers' from_pretrained(dtype=...) leaves them (UMT5's wo fp32 under fp16)
+                cast_keeping_fp32_modules(module, dtype, keep_under=(torch.float16,))
     return encoders
 
 

@@ -26,7 +26,7 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 
-from one4d.storage import cast_like_from_pretrained
+from one4d.models.presets import cast_keeping_fp32_modules
 from one4d.weights import assign_checked, existing_path, read_original_state_dict
 
 VAE_FILE = "Wan2.1_VAE.pth"
@@ -150,7 +150,7 @@ def load_original_umt5(
     layout = "Wan2.1's T5Encoder (wan/modules/t5.py, umt5-xxl) for this config"
     model = assign_checked(model, convert_umt5_to_transformers(state_dict), path, layout)
     model.tie_weights()  # assignment gave shared and encoder.embed_tokens separate Parameters of one tensor
-    return (model if dtype is None else cast_like_from_pretrained(model, dtype)).eval()
+    return (model if dtype is None else cast_keeping_fp32_modules(model, dtype, keep_under=(torch.float16,))).eval()
 
 
 def load_original_clip(

@@ -41,18 +41,6 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype:
     return DTYPES[name]
 
 
-def cast_like_from_pretrained(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """``model.to(dtype)`` as transformers' ``from_pretrained(dtype=float16)`` would leave it: its
-    ``_keep_in_fp32_modules`` (UMT5's ``wo``, which overflows in fp16) stay fp32 under fp16."""
-    model.to(dtype)
-    keep = getattr(model, "_keep_in_fp32_modules", None) or ()
-    if dtype == torch.float16 and keep:
-        for name, module in model.named_modules():
-            if name.split(".")[-1] in keep:
-                module.to(torch.float32)
-    return model
-
-
 def storage_dtype(name: str | None) -> torch.dtype | None:
     """``model.base_storage_dtype`` -> a torch dtype (None: the base is stored in its compute dtype)."""
     if name is None:

@@ -137,7 +137,9 @@ def test_fp16_encoders_keep_umt5s_wo_in_fp32_everywhere(wan_dir):
 
     for components in ("tiny", str(wan_dir)):
         text = load_encoders(components, dtype=torch.float16).text_encoder
+        stored = load_encoders(components).text_encoder.encoder.block[0].layer[1].DenseReluDense.wo.weight
         assert text.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.float32
+        assert torch.equal(text.encoder.block[0].layer[1].DenseReluDense.wo.weight, stored)  # never rounded through fp16
         assert text.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float16
 
 

@@ -59,14 +59,16 @@ def preset_config(preset: str, **overrides) -> dict:
     return dict(PRESETS[preset], **overrides)
 
 
-def cast_keeping_fp32_modules(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """Cast parameters to ``dtype`` but keep the modules diffusers keeps in fp32 (norms, time embedder, modulation).
+def cast_keeping_fp32_modules(model: torch.nn.Module, dtype: torch.dtype,
+                              keep_under: tuple = (torch.float16, torch.bfloat16)) -> torch.nn.Module:
+    """Cast parameters to ``dtype`` but keep the model's ``_keep_in_fp32_modules`` in fp32 when ``dtype`` is one of
+    ``keep_under``: diffusers' ``from_pretrained(torch_dtype=...)`` keeps them under fp16 and bf16 (norms, time
+    embedder, modulation), transformers' under fp16 only (pass ``keep_under=(torch.float16,)``; UMT5's ``wo``).
 
-    This is what ``from_pretrained(torch_dtype=...)`` does through ``_keep_in_fp32_modules``;
-    a model built from a config needs it done by hand. Buffers (RoPE tables) are left as they are.
+    A model built from a config needs it done by hand. Buffers (RoPE tables) are left as they are.
     """
     keep = getattr(model, "_keep_in_fp32_modules", None) or []
-    low_precision = dtype in (torch.float16, torch.bfloat16)
+    low_precision = dtype in keep_under
     for name, param in model.named_parameters():
         kept = low_precision and any(part in name.split(".") for part in keep)
         param.data = param.data.to(torch.float32 if kept else dtype)
