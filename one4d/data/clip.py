@@ -2,9 +2,15 @@
 
     <clip>/rgb.mp4          H.264, YUV 4:4:4 (lossless by default: crf 0), or rgb/000000.png ...
     <clip>/pointmaps.npz    "pointmaps" float16 (F, H, W, 3), every pixel's point in frame 0's camera
+                            (layout "full" only; layout "depth" computes them when reading)
     <clip>/depth.npz        "depth" float16 (F, H, W), z in each frame's own camera, 0 = invalid
     <clip>/cameras.json     "intrinsics" (F, 3, 3) and "world_to_camera" (F, 4, 4), OpenCV
-    <clip>/meta.json        num_frames, height, width, fps, source, caption, norm_centre, norm_scale
+    <clip>/meta.json        num_frames, height, width, fps, source, caption, norm_centre, norm_scale, layout
+
+Pointmaps are a pure function of depth, intrinsics and poses, so the "depth" layout stores no
+pointmaps.npz (about 2/3 of a clip's bytes) and :func:`read_clip` computes them with
+:func:`pointmaps_from_depth`. ``write_clip(pointmaps=None)`` stores that same function's output in
+the "full" layout, so both layouts of one clip read back bitwise-identical arrays.
 
 Conventions are those of ``one4d.geometry``. Every problem with a clip raises :class:`ClipError`
 (a ValueError) naming the clip and the problem, so the training dataset can skip and count it.
@@ -22,13 +28,14 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 
-from one4d.geometry import pointmap_normalization
+from one4d.geometry import depth_to_camera_points, invert_pose, pointmap_normalization, transform_points
 
 FORMAT_VERSION = 1
 VIDEO_NAME, PNG_FOLDER = "rgb.mp4", "rgb"
 POINTMAPS_NAME, DEPTH_NAME = "pointmaps.npz", "depth.npz"
 CAMERAS_NAME, META_NAME = "cameras.json", "meta.json"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+LAYOUTS = ("full", "depth")  # full: pointmaps.npz stored; depth: pointmaps computed from depth when read
 
 
 class ClipError(ValueError):
@@ -75,6 +82,25 @@ def _rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
+def pointmaps_from_depth(depth: torch.Tensor, intrinsics: torch.Tensor, world_to_camera: torch.Tensor,
+                         reference_world_to_camera: torch.Tensor) -> torch.Tensor:
+    """float16 depth (F, H, W), float64 K (F, 3, 3) and poses (F, 4, 4) -> float16 pointmaps (F, H, W, 3).
+
+    Points are in the camera of ``reference_world_to_camera`` (the stored clip's frame 0, the
+    pointmap convention); invalid pixels (depth 0) are 0. Computed in float64 one frame at a time,
+    so a frame's result does not depend on which other frames are read with it: the writer
+    (all frames) and the depth-layout reader (a sample's frames) get the same bits.
+    """
+    points = torch.empty(*depth.shape, 3, dtype=torch.float16)  # (F, H, W, 3)
+    for index in range(len(depth)):
+        frame_depth = depth[index : index + 1].double()  # (1, H, W)
+        camera_points = depth_to_camera_points(frame_depth, intrinsics[index : index + 1])  # (1, H, W, 3)
+        camera_to_reference = reference_world_to_camera @ invert_pose(world_to_camera[index])  # (4, 4)
+        frame_points = transform_points(camera_points, camera_to_reference[None])  # (1, H, W, 3)
+        points[index] = (frame_points[0] * (frame_depth[0, ..., None] > 0)).to(torch.float16)
+    return points
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 0, pixel_format: str = "yuv444p") -> None:
     """Write uint8 frames (F, H, W, 3) as H.264, by default YUV 4:4:4 (crf 0: lossless up to RGB<->YUV rounding).
 
@@ -103,6 +129,7 @@ def write_clip(
     meta: dict | None = None,
     rgb_format: str = "mp4",
     crf: int = 0,
+    layout: str = "full",
 ) -> Path:
     """Write one clip folder. rgb (F, H, W, 3) in [0, 1] (or uint8); other shapes as in :class:`Clip`.
 
@@ -110,24 +137,40 @@ def write_clip(
     norm_centre / norm_scale are computed from the valid pointmaps (depth > 0) when absent.
     ``rgb_format`` is "mp4" or "png" (lossless frames). Non-finite values are refused: mark
     invalid pixels with depth 0 and any finite point instead.
+
+    ``pointmaps=None`` computes them from the float16-rounded depth (:func:`pointmaps_from_depth`).
+    ``layout="depth"`` stores no pointmaps.npz (the reader computes them the same way) and needs
+    ``pointmaps=None``: given pointmaps could disagree with what the reader computes.
     """
     folder = Path(folder)
     if rgb_format not in ("mp4", "png"):
         raise ValueError(f"rgb_format must be 'mp4' or 'png', got {rgb_format!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "depth" and pointmaps is not None:
+        raise ValueError("layout='depth' stores no pointmaps (the reader computes them from depth); pass pointmaps=None")
     rgb = _rgb_to_uint8(_as_numpy(rgb, "rgb", (None, None, 3), folder))
     frames, height, width = rgb.shape[:3]
-    pointmaps = _as_numpy(pointmaps, "pointmaps", (height, width, 3), folder)
     depth = _as_numpy(depth, "depth", (height, width), folder)
     intrinsics = _as_numpy(intrinsics, "intrinsics", (3, 3), folder).astype(np.float64)
     world_to_camera = _as_numpy(world_to_camera, "world_to_camera", (4, 4), folder).astype(np.float64)
-    counts = {"rgb": frames, "pointmaps": len(pointmaps), "depth": len(depth), "intrinsics": len(intrinsics), "world_to_camera": len(world_to_camera)}
+    arrays = {"depth": depth, "intrinsics": intrinsics, "world_to_camera": world_to_camera}
+    if pointmaps is not None:
+        pointmaps = arrays["pointmaps"] = _as_numpy(pointmaps, "pointmaps", (height, width, 3), folder)
+    counts = {"rgb": frames} | {name: len(array) for name, array in arrays.items()}
     if len(set(counts.values())) != 1:
         raise ClipError(folder, f"frame counts differ: {counts}")
-    for name, array in (("pointmaps", pointmaps), ("depth", depth), ("intrinsics", intrinsics), ("world_to_camera", world_to_camera)):
+    for name, array in arrays.items():
         if not np.isfinite(array).all():
             raise ClipError(folder, f"{name} has NaN or infinite values; mark invalid pixels with depth 0 instead")
         if name in ("pointmaps", "depth") and np.abs(array).max(initial=0.0) > FLOAT16_MAX:
             raise ClipError(folder, f"{name} exceed the float16 range ({FLOAT16_MAX}); store them in smaller units")
+    depth = depth.astype(np.float16)
+    if pointmaps is None:
+        world_to_camera_t = torch.from_numpy(world_to_camera)
+        pointmaps = pointmaps_from_depth(torch.from_numpy(depth), torch.from_numpy(intrinsics), world_to_camera_t, world_to_camera_t[0]).numpy()
+        if not torch.isfinite(torch.from_numpy(pointmaps)).all():
+            raise ClipError(folder, f"pointmaps computed from depth exceed the float16 range ({FLOAT16_MAX}); store the scene in smaller units")
 
     meta = dict(meta or {})
     meta.setdefault("fps", 16.0)
@@ -137,7 +180,7 @@ def write_clip(
         centre, scale = pointmap_normalization(torch.from_numpy(pointmaps).double(), torch.from_numpy(depth > 0))
         meta["norm_centre"], meta["norm_scale"] = centre.tolist(), float(scale)
     meta.update(format_version=FORMAT_VERSION, num_frames=frames, height=height, width=width,
-                rgb=VIDEO_NAME if rgb_format == "mp4" else PNG_FOLDER)
+                rgb=VIDEO_NAME if rgb_format == "mp4" else PNG_FOLDER, layout=layout)
 
     folder.mkdir(parents=True, exist_ok=True)
     if rgb_format == "mp4":
@@ -146,8 +189,9 @@ def write_clip(
         (folder / PNG_FOLDER).mkdir(exist_ok=True)
         for index, frame in enumerate(rgb):
             imageio.imwrite(folder / PNG_FOLDER / f"{index:06d}.png", frame)
-    np.savez(folder / POINTMAPS_NAME, pointmaps=pointmaps.astype(np.float16))
-    np.savez(folder / DEPTH_NAME, depth=depth.astype(np.float16))
+    if layout == "full":
+        np.savez(folder / POINTMAPS_NAME, pointmaps=pointmaps.astype(np.float16))
+    np.savez(folder / DEPTH_NAME, depth=depth)
     cameras = {
         "convention": "OpenCV (x right, y down, z forward), pixel centres at integer coordinates",
         "intrinsics": intrinsics.tolist(),
@@ -273,34 +317,43 @@ def read_clip(folder: str | Path, frames: list[int] | None = None) -> Clip:
         raise ClipError(folder, f"missing {CAMERAS_NAME}") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ClipError(folder, f"{CAMERAS_NAME} is malformed ({error!r})") from None
-    pointmaps = _read_array(folder, POINTMAPS_NAME, "pointmaps")
+    layout = meta.get("layout", "full")
+    if layout not in LAYOUTS:
+        raise ClipError(folder, f"{META_NAME} names layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
     depth = _read_array(folder, DEPTH_NAME, "depth")
+    pointmaps = _read_array(folder, POINTMAPS_NAME, "pointmaps") if layout == "full" else None
     if meta.get("rgb", VIDEO_NAME) == PNG_FOLDER:
         rgb, video_count = _read_pngs(folder, frames)
     else:
         rgb, video_count = _read_video(folder, folder / VIDEO_NAME, frames)
 
-    counts = {"meta.json": count, "rgb": video_count, POINTMAPS_NAME: len(pointmaps), DEPTH_NAME: len(depth),
+    counts = {"meta.json": count, "rgb": video_count, DEPTH_NAME: len(depth),
               "intrinsics": len(intrinsics), "world_to_camera": len(world_to_camera)}
+    shapes = {"rgb": tuple(rgb.shape[1:]), DEPTH_NAME: tuple(depth.shape[1:]) + (3,),
+              "meta.json": (int(meta["height"]), int(meta["width"]), 3)}
+    if pointmaps is not None:
+        counts[POINTMAPS_NAME], shapes[POINTMAPS_NAME] = len(pointmaps), tuple(pointmaps.shape[1:])
     if len(set(counts.values())) != 1:
         raise ClipError(folder, f"frame counts differ between files: {counts}")
-    shapes = {"rgb": tuple(rgb.shape[1:]), POINTMAPS_NAME: tuple(pointmaps.shape[1:]), DEPTH_NAME: tuple(depth.shape[1:]) + (3,),
-              "meta.json": (int(meta["height"]), int(meta["width"]), 3)}
     if len(set(shapes.values())) != 1:
         raise ClipError(folder, f"frame sizes differ between files: {shapes}")
     if intrinsics.shape[1:] != (3, 3) or world_to_camera.shape[1:] != (4, 4):
         raise ClipError(folder, f"cameras must be (F, 3, 3) and (F, 4, 4), got {tuple(intrinsics.shape)} and {tuple(world_to_camera.shape)}")
+    if not (torch.isfinite(intrinsics).all() and torch.isfinite(world_to_camera).all()):
+        raise ClipError(folder, "cameras hold NaN or infinite values")
 
+    depth = torch.from_numpy(np.ascontiguousarray(depth[frames]))  # (F, H, W) float16
+    if pointmaps is None:  # layout "depth": the same float16 values the full writer stores
+        pointmaps = pointmaps_from_depth(depth, intrinsics[frames], world_to_camera[frames], world_to_camera[0])
+    else:
+        pointmaps = torch.from_numpy(np.ascontiguousarray(pointmaps[frames]))
     # torch converts float16 several times faster than numpy's astype.
-    pointmaps = torch.from_numpy(np.ascontiguousarray(pointmaps[frames])).float()
-    depth = torch.from_numpy(np.ascontiguousarray(depth[frames])).float()
+    pointmaps, depth = pointmaps.float(), depth.float()
     for name, array in (("pointmaps", pointmaps), ("depth", depth)):
         # A float32 sum of float16-range values cannot overflow, so it is finite iff every value is
         # (one fast reduction instead of a full-size boolean mask).
         if not math.isfinite(float(array.sum())):
             raise ClipError(folder, f"{name} hold NaN or infinite values")
-    if not (torch.isfinite(intrinsics).all() and torch.isfinite(world_to_camera).all()):
-        raise ClipError(folder, "cameras hold NaN or infinite values")
     return Clip(
         name=folder.name,
         rgb=torch.from_numpy(rgb).float() / 255.0,
