@@ -1,0 +1,58 @@
+"""File readers shared by the dataset sources: 8-bit RGB, 16-bit PNG, single-channel EXR, index checks.
+
+Each turns a missing or unreadable file into :class:`FrameReadError` with one line naming the file, so a
+source's ``read_frame`` reports which file of which sequence broke and the cutter skips that segment.
+EXR goes through the ``openexr`` package, not OpenCV, whose EXR codec is absent or wrong for the channels
+these datasets use (FORMATS.md section 0, pitfall 6).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from one4d.data.sources.base import FrameReadError, require
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit image file (PNG, JPEG) as (H, W, 3) uint8 RGB."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise FrameReadError(f"cannot read image {path}: {error}") from None
+
+
+def read_png_uint16(path: Path) -> np.ndarray:
+    """A 16-bit single-channel PNG as (H, W) uint16 (PIL keeps mode "I;16"); an 8-bit file is refused."""
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+    except (OSError, ValueError) as error:
+        raise FrameReadError(f"cannot read 16-bit PNG {path}: {error}") from None
+    if array.ndim != 2 or array.dtype not in (np.uint16, np.int32):
+        raise FrameReadError(f"{path} is not a single-channel 16-bit PNG (got {array.dtype} {array.shape})")
+    return array.astype(np.uint16)
+
+
+def read_exr_channel(file, channel: str, name: str | Path) -> np.ndarray:
+    """Channel ``channel`` of an EXR (a path or an open binary file, e.g. a zip member) as (H, W) float32.
+
+    ``name`` is what the error names (the path, or ``archive.zip:member``).
+    """
+    openexr = require("OpenEXR")
+    try:
+        channels = openexr.File(file).channels()
+    except Exception as error:  # the openexr binding raises bare Exception/RuntimeError on bad files
+        raise FrameReadError(f"cannot read EXR {name}: {error}") from None
+    if channel not in channels:
+        raise FrameReadError(f"EXR {name} has no channel {channel!r} (has {', '.join(sorted(channels))})")
+    return np.asarray(channels[channel].pixels, dtype=np.float32)
+
+
+def check_index(index: int, count: int, path: str | Path) -> None:
+    """FrameReadError when frame ``index`` is outside the ``count`` entries of the pose/annotation file ``path``."""
+    if not 0 <= index < count:
+        raise FrameReadError(f"{path} has {count} frames, frame {index} requested")
