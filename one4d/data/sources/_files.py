@@ -56,3 +56,24 @@ def check_index(index: int, count: int, path: str | Path) -> None:
     """FrameReadError when frame ``index`` is outside the ``count`` entries of the pose/annotation file ``path``."""
     if not 0 <= index < count:
         raise FrameReadError(f"{path} has {count} frames, frame {index} requested")
+
+
+def read_text_rows(path: Path, columns: int) -> np.ndarray:
+    """A whitespace-separated numeric text file (pose / camera files) as (N, columns) float64; blank and '#' lines
+    are skipped, a line of another width or with non-numbers is one FrameReadError naming the file and line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise FrameReadError(f"cannot read {path}: {error}") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            rows.append([float(field) for field in fields])
+        except ValueError:
+            raise FrameReadError(f"{path} line {number}: not numbers") from None
+        if len(rows[-1]) != columns:
+            raise FrameReadError(f"{path} line {number}: expected {columns} numbers, got {len(rows[-1])}")
+    return np.asarray(rows, dtype=np.float64).reshape(-1, columns)
