@@ -5,22 +5,35 @@ Outputs under ``output_dir``: ``<label>/<benchmark>[_sparsity<r>][_cfg<g>]/metri
 ``table.md`` for the run, and ``tables.md``: Tables 3 to 6 re-rendered from every ``metrics.json``
 found, so the runs of one sweep (``scripts/eval_tables.sh``, or ``scripts/eval.py -m``) fill the
 paper's tables.
+
+Across processes (``torchrun --nproc_per_node N scripts/eval.py ...``): the benchmark's sequences are
+dealt to the ranks (rank r takes sequences r, r + N, ...; a sequence's windows stay in one process),
+each rank predicts and scores its own through :class:`SavedPredictions` (same folder, so a killed
+multi-process run resumes with any number of processes), the per-sequence metrics are gathered and
+rank 0 averages them in the benchmark's order and writes the files: the same ``metrics.json`` as one
+process. Each rank computes on ``cuda:<local rank>`` (``device: auto`` means the rank's GPU) or the
+CPU; NCCL with CUDA, gloo without.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import json
+import os
 import re
 from pathlib import Path
+
+import torch
+import torch.distributed as dist
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from one4d.eval.predictions import OraclePredictor, PredictionFolder, SavedPredictions
-from one4d.eval.runner import Predictor, evaluate
+from one4d.eval.runner import Predictor, evaluate_each, summarize
 from one4d.eval.tables import DEFAULT_GUIDANCE, render_report, render_run
 
 MODES = ("model", "predictions", "oracle")
@@ -104,17 +117,32 @@ def prediction_settings(cfg: DictConfig) -> dict:
     return settings
 
 
-def saved_predictor(cfg: DictConfig, folder: Path, sources) -> Predictor:
+def saved_predictor(cfg: DictConfig, folder: Path, sources, rank: int = 0, world_size: int = 1) -> Predictor:
     """The configured predictor; one that predicts (model, oracle) saves each prediction in
     ``folder/predictions`` as it goes, so a re-run resumes (:class:`SavedPredictions`). The model is
-    loaded up front when some sequence has no saved prediction, so a bad model option fails at once."""
+    loaded up front when some of ``sources`` has no saved prediction, so a bad model option fails at once.
+
+    With several processes rank 0 prepares the folder first (``resume=false`` empties it, settings
+    are written or checked), then the others open it; ``sources`` are this rank's sequences."""
     if resolve_mode(cfg) == "predictions":
         return build_predictor(cfg)
-    saved = SavedPredictions(lambda: build_predictor(cfg), folder / "predictions", prediction_settings(cfg), resume=cfg.resume)
-    if saved.missing(source.name for source in sources):
-        saved.load()
-        if hasattr(saved.predictor, "check_prompts"):  # one warning, with the count, for sequences the prompts file lacks
-            saved.predictor.check_prompts([source.name for source in sources])
+
+    def open_folder():
+        return SavedPredictions(lambda: build_predictor(cfg), folder / "predictions", prediction_settings(cfg),
+                                resume=cfg.resume or rank > 0, log=print if rank == 0 else lambda _: None)
+
+    saved = _agreed(world_size, open_folder if rank == 0 else lambda: None)  # rank 0 prepares the folder first,
+    if world_size > 1:  # then the others open it (no rank deletes what another writes)
+        others = _agreed(world_size, open_folder if rank > 0 else lambda: None)
+        saved = saved if rank == 0 else others
+
+    def load_if_needed():
+        if saved.missing(source.name for source in sources):
+            saved.load()
+            if hasattr(saved.predictor, "check_prompts"):  # one warning, with the count, for sequences the prompts file lacks
+                saved.predictor.check_prompts([source.name for source in sources])
+
+    _agreed(world_size, load_if_needed)
     return saved
 
 
@@ -123,21 +151,78 @@ def collect_runs(output_dir: str | Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(Path(output_dir).glob("*/*/metrics.json"))]
 
 
+def start_processes() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` without torchrun; under torchrun the process group
+    is started (NCCL on ``cuda:<LOCAL_RANK>``, else gloo on the CPU) unless the caller already did."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # "auto" / "cuda" is then this rank's GPU
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        atexit.register(dist.destroy_process_group)  # once per process: a Hydra sweep (-m) runs several benchmarks in it
+    return dist.get_rank(), world_size
+
+
+def _agreed(world_size: int, step):
+    """Run ``step`` on this rank; if it raised a ValueError on any rank, raise one on every rank (its line),
+    so that no process waits forever for one that stopped on bad input."""
+    result, error = None, None
+    try:
+        result = step()
+    except ValueError as caught:
+        error = str(caught)
+    if world_size > 1:
+        errors = [None] * world_size
+        dist.all_gather_object(errors, error)
+        error = next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise ValueError(error)
+    return result
+
+
+def _gather(world_size: int, part: tuple[dict, dict]) -> list[tuple[dict, dict]]:
+    """Every rank's ``(per_sequence, skipped)``, in rank order."""
+    if world_size == 1:
+        return [part]
+    parts = [None] * world_size
+    dist.all_gather_object(parts, part)
+    return parts
+
+
 def run(cfg: DictConfig) -> dict:
-    """Evaluate one benchmark as configured and write its JSON and tables; returns the run record."""
+    """Evaluate one benchmark as configured and write its JSON and tables; returns the run record.
+
+    Under torchrun, every rank returns the record and rank 0 alone writes (module docstring)."""
+    rank, world_size = start_processes()
     sparsity = None if cfg.sparsity is None else float(cfg.sparsity)
     reader = instantiate(cfg.benchmark.reader, _partial_=True, _convert_="all")  # called here: its errors stay ValueErrors
     sources = reader(root=cfg.root, strict=cfg.strict)  # strict: a root missing any of the benchmark's sequences is refused here
     depth_options = OmegaConf.to_container(cfg.benchmark.metrics, resolve=True)  # depth_metrics' keyword arguments
     label = cfg.label or default_label(cfg)
     folder = run_folder(cfg, label, sparsity)
-    predictor = saved_predictor(cfg, folder, sources)
-    result = evaluate(sources, predictor, sparsity=sparsity, strict=cfg.strict, depth_options=depth_options)
+    mine = sources[rank::world_size]  # whole sequences: a sequence's windows never straddle two processes
+    if world_size > 1:
+        print(f"rank {rank} of {world_size}: {len(mine)} of {len(sources)} sequences")
+    predictor = saved_predictor(cfg, folder, mine, rank, world_size)
+    part = _agreed(world_size, lambda: evaluate_each(mine, predictor, sparsity=sparsity, strict=cfg.strict,
+                                                       depth_options=depth_options))
+    per_sequence, skipped = {}, {}
+    for done, left_out in _gather(world_size, part):
+        per_sequence.update(done)
+        skipped.update(left_out)
+    order = [source.name for source in sources]  # the one-process order, so the averages sum the same way
+    result = summarize({name: per_sequence[name] for name in order if name in per_sequence},
+                       {name: skipped[name] for name in order if name in skipped})
     record = {"benchmark": cfg.benchmark.name, "sparsity": sparsity, "guidance_scale": run_guidance(cfg), "label": label,
               "metrics": depth_options, "result": result}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    (folder / "table.md").write_text(render_run(record))
-    (Path(cfg.output_dir) / "tables.md").write_text(render_report(collect_runs(cfg.output_dir)))
-    print(f"wrote {folder / 'metrics.json'}, {folder / 'table.md'} and {Path(cfg.output_dir) / 'tables.md'}")
+    if rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        (folder / "table.md").write_text(render_run(record))
+        (Path(cfg.output_dir) / "tables.md").write_text(render_report(collect_runs(cfg.output_dir)))
+        print(f"wrote {folder / 'metrics.json'}, {folder / 'table.md'} and {Path(cfg.output_dir) / 'tables.md'}")
+    if world_size > 1:
+        dist.barrier()  # the files exist when any rank returns
     return record

@@ -62,15 +62,15 @@ def evaluate_sequence(sequence: EvalSequence, prediction: Prediction, depth_opti
     return result
 
 
-def evaluate(
+def evaluate_each(
     benchmark_sequences: list[SequenceSource], predictor: Predictor, *, sparsity: float | None = None,
     strict: bool = True, depth_options: dict | None = None, log: Callable[[str], None] = print,
-) -> dict:
-    """Evaluate ``predictor`` on every sequence, one loaded at a time.
+) -> tuple[dict, dict]:
+    """Metrics of every sequence, one loaded at a time: ``({name: metrics}, {name: reason skipped})``.
 
-    With ``strict=False`` a sequence whose data or prediction is bad is skipped and listed under
-    ``skipped`` with the reason (the tables show it), never silently dropped. Returns
-    ``{"sequences": {name: metrics}, "skipped": {name: reason}, "average": {"depth", "pose"}}``.
+    With ``strict=False`` a sequence whose data or prediction is bad is skipped with the reason
+    (the tables show it), never silently dropped. Separate from :func:`summarize` so that processes
+    each scoring a part of a benchmark (``one4d.eval.driver``) can average the gathered parts once.
     """
     per_sequence, skipped = {}, {}
     for source in benchmark_sequences:
@@ -89,6 +89,11 @@ def evaluate(
         per_sequence[source.name] = result
         log(f"{source.name}: " + ", ".join(f"{k}={v:.4f}" for part in ("depth", "pose") for k, v in result.get(part, {}).items()
                                           if k in ("abs_rel", "delta_1_25", "ate", "rpe_trans", "rpe_rot")))
+    return per_sequence, skipped
+
+
+def summarize(per_sequence: dict, skipped: dict) -> dict:
+    """``{"sequences", "skipped", "average": {"depth", "pose"}}``, averaged in the order of ``per_sequence``."""
     depth = [r["depth"] for r in per_sequence.values() if "depth" in r]
     pose = [r["pose"] for r in per_sequence.values() if "pose" in r]
     return {
@@ -96,3 +101,16 @@ def evaluate(
         "skipped": skipped,
         "average": {"depth": average_depth(depth), "pose": average_pose(pose)},
     }
+
+
+def evaluate(
+    benchmark_sequences: list[SequenceSource], predictor: Predictor, *, sparsity: float | None = None,
+    strict: bool = True, depth_options: dict | None = None, log: Callable[[str], None] = print,
+) -> dict:
+    """Evaluate ``predictor`` on every sequence (:func:`evaluate_each`) and average (:func:`summarize`).
+
+    Returns ``{"sequences": {name: metrics}, "skipped": {name: reason}, "average": {"depth", "pose"}}``.
+    """
+    per_sequence, skipped = evaluate_each(benchmark_sequences, predictor, sparsity=sparsity, strict=strict,
+                                          depth_options=depth_options, log=log)
+    return summarize(per_sequence, skipped)
