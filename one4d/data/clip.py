@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,8 +199,16 @@ def write_clip(
         "world_to_camera": world_to_camera.tolist(),
     }
     (folder / CAMERAS_NAME).write_text(json.dumps(cameras))
-    (folder / META_NAME).write_text(json.dumps(meta, indent=1))
+    write_meta(folder, meta)
     return folder
+
+
+def write_meta(folder: str | Path, meta: dict) -> None:
+    """Replace a clip's meta.json atomically (temporary file + rename), so a killed job never leaves half a file."""
+    path = Path(folder) / META_NAME
+    temporary = path.with_name(f".{META_NAME}.tmp")
+    temporary.write_text(json.dumps(meta, indent=1))
+    os.replace(temporary, path)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -263,6 +272,15 @@ def _read_video(folder: Path, path: Path, frames: list[int]) -> tuple[np.ndarray
     if frames and max(frames) >= len(decoded):
         raise ClipError(folder, f"{path.name} has {len(decoded)} frames, frame {max(frames)} was requested")
     return np.stack([decoded[index] for index in frames]), len(decoded)
+
+
+def read_rgb(folder: str | Path, frames: list[int]) -> np.ndarray:
+    """Only the RGB frames (len(frames), H, W, 3) uint8 of a clip (no geometry read): for captioning and viewing."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if meta.get("rgb", VIDEO_NAME) == PNG_FOLDER:
+        return _read_pngs(folder, frames)[0]
+    return _read_video(folder, folder / VIDEO_NAME, frames)[0]
 
 
 def _read_pngs(folder: Path, frames: list[int]) -> tuple[np.ndarray, int]:
