@@ -1,0 +1,134 @@
+"""Tiny downloads of BEDLAM, OmniWorld-Game, SpatialVID and Virtual KITTI 2, written in each dataset's own format.
+
+Each writer takes a synthetic scene of exactly known geometry (``one4d.data.synthetic.render_scene``) and converts it
+INTO the dataset's conventions with the encode formulas of FORMATS.md section 10 and the authors' conventions,
+written here independently of the readers in ``one4d/data/sources/`` (for example the BEDLAM pose is encoded with
+Unreal's FRotator axes, not by inverting the reader's matrices), so a reader with a wrong convention fails.
+
+The scene's world is moved by a fixed rigid transform first, so no dataset's first pose is the identity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from one4d.data.synthetic import render_scene
+from one4d.geometry import camera_centers, invert_pose, relative_to_first
+
+import torch
+
+
+@dataclass
+class Scene:
+    """A synthetic scene in numpy, float64 cameras, in a world that is not frame 0's camera."""
+
+    rgb: np.ndarray  # (F, H, W, 3) uint8
+    depth: np.ndarray  # (F, H, W) float64 metres
+    intrinsics: np.ndarray  # (F, 3, 3) pixel centres at integer coordinates
+    world_to_camera: np.ndarray  # (F, 4, 4) OpenCV, in the moved world
+    dynamic_mask: np.ndarray  # (F, H, W) bool
+
+
+def _rotation(axis, angle: float) -> np.ndarray:
+    axis = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+
+
+def make_scene(seed: int = 3, frames: int = 6, height: int = 36, width: int = 64) -> Scene:
+    """``render_scene`` with its world moved by a fixed rotation (about a tilted axis) and translation."""
+    scene = render_scene(seed, num_frames=frames, height=height, width=width)
+    moved = np.eye(4)
+    moved[:3, :3] = _rotation([0.3, 1.0, 0.2], 0.7)
+    moved[:3, 3] = [20.0, -5.0, 30.0]  # world point = moved @ scene point; tens of metres, as in real datasets
+    world_to_camera = scene.world_to_camera.double().numpy() @ np.linalg.inv(moved)
+    return Scene(
+        rgb=(scene.rgb.numpy() * 255).round().astype(np.uint8),
+        depth=scene.depth.double().numpy(),
+        intrinsics=scene.intrinsics.double().numpy(),
+        world_to_camera=world_to_camera,
+        dynamic_mask=scene.dynamic_mask.numpy(),
+    )
+
+
+def relative(world_to_camera: np.ndarray) -> np.ndarray:
+    """Poses (F, 4, 4) re-expressed in frame 0's camera, to compare cameras whatever the world frame."""
+    return relative_to_first(torch.as_tensor(np.asarray(world_to_camera, dtype=np.float64))).numpy()
+
+
+def camera_to_world(world_to_camera: np.ndarray) -> np.ndarray:
+    return invert_pose(torch.as_tensor(world_to_camera)).numpy()
+
+
+def centres(world_to_camera: np.ndarray) -> np.ndarray:
+    return camera_centers(torch.as_tensor(world_to_camera)).numpy()
+
+
+def save_png16(path: Path, codes: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(codes.astype(np.uint16)).save(path)
+
+
+def save_rgb(path: Path, rgb: np.ndarray, **kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, **kwargs)
+
+
+# ----------------------------------------------------------------------------- Virtual KITTI 2
+
+
+def write_vkitti2(root: Path, scene: Scene, sky_rows: int = 2) -> str:
+    """``vkitti_2.0.3_{rgb,depth,textgt}/Scene01/clone/...`` for Camera_0 (and Camera_1 rows in the text files, a
+    0.53 m baseline to the right, as the stereo rig has). The top ``sky_rows`` rows are sky (65535)."""
+    base = "Scene01/clone"
+    for index, (rgb, depth) in enumerate(zip(scene.rgb, scene.depth)):
+        save_rgb(root / "vkitti_2.0.3_rgb" / base / "frames/rgb/Camera_0" / f"rgb_{index:05d}.jpg", rgb, quality=95, subsampling=0)
+        codes = np.round(depth * 100).astype(np.uint16)  # centimetres (FORMATS.md section 10)
+        codes[:sky_rows] = 65535
+        save_png16(root / "vkitti_2.0.3_depth" / base / "frames/depth/Camera_0" / f"depth_{index:05d}.png", codes)
+    text = root / "vkitti_2.0.3_textgt" / base
+    text.mkdir(parents=True)
+    intrinsic = ["frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]"]
+    extrinsic = ["frame cameraID r1,1 r1,2 r1,3 t1 r2,1 r2,2 r2,3 t2 r3,1 r3,2 r3,3 t3 0 0 0 1"]
+    for index, (k, pose) in enumerate(zip(scene.intrinsics, scene.world_to_camera)):
+        right = pose.copy()
+        right[0, 3] -= 0.532725  # camera 1 sits 0.53 m to the right: its x coordinates are smaller
+        for camera, matrix in ((0, pose), (1, right)):
+            intrinsic.append(f"{index} {camera} {k[0, 0]:.6f} {k[1, 1]:.6f} {k[0, 2]:.6f} {k[1, 2]:.6f}")
+            extrinsic.append(f"{index} {camera} " + " ".join(f"{value:.9f}" for value in matrix.reshape(-1)))
+    (text / "intrinsic.txt").write_text("\n".join(intrinsic) + "\n")
+    (text / "extrinsic.txt").write_text("\n".join(extrinsic) + "\n")
+    return f"{base.replace('/', '/')}/Camera_0"
+
+
+# ----------------------------------------------------------------------------- reading back
+
+
+def read_sequence(source, sequence) -> dict:
+    """Every frame of ``sequence`` through ``source.read_frame``, stacked: rgb, depth, intrinsics, world_to_camera,
+    dynamic_mask (None when the source gave none)."""
+    frames = [source.read_frame(sequence, index) for index in range(sequence.num_frames)]
+    masks = [frame.dynamic_mask for frame in frames]
+    return {
+        "rgb": np.stack([frame.rgb for frame in frames]),
+        "depth": np.stack([frame.depth for frame in frames]).astype(np.float64),
+        "intrinsics": np.stack([frame.intrinsics for frame in frames]),
+        "world_to_camera": np.stack([frame.world_to_camera for frame in frames]),
+        "dynamic_mask": None if any(mask is None for mask in masks) else np.stack(masks),
+    }
+
+
+def self_check(read: dict):
+    """The clip self-check (``one4d.data.selfcheck.check_clip``: worst-frame median error and outlier fraction,
+    ``.flagged()``) on what a source read, invalid depth zeroed as the cutter does."""
+    from one4d.data.selfcheck import check_clip
+
+    depth = np.where(np.isfinite(read["depth"]) & (read["depth"] > 0), read["depth"], 0.0)
+    return check_clip(depth, read["intrinsics"], read["world_to_camera"], read["dynamic_mask"])
