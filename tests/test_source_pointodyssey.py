@@ -59,11 +59,11 @@ def test_nearest_rotation_repairs_float16_poses():
 
 
 def test_wrong_depth_scale_fails_the_self_check(download):
-    root, _ = download
+    root, scene = download
     right = get_source("pointodyssey")(root, splits=["train"])
     wrong = get_source("pointodyssey")(root, splits=["train"], depth_max=100.0)  # a scale of 100 m, not 1000 m
-    assert not self_check(read_all(right, right.sequences()[0])).flagged()
-    assert self_check(read_all(wrong, wrong.sequences()[0])).flagged()
+    assert not self_check(read_all(right, right.sequences()[0]), scene).flagged()
+    assert self_check(read_all(wrong, wrong.sequences()[0]), scene).flagged()
 
 
 def test_other_layout_is_one_line(tmp_path):

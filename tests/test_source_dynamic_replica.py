@@ -1,0 +1,68 @@
+"""Dynamic Replica source: a fixture in the authors' layout (frame_annotations_<split>.jgz with PyTorch3D cameras in
+NDC, float16-in-uint16 depth PNGs, foreground masks, both stereo cameras) written from a scene of known geometry."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from source_fixtures_a import check_depth, known_scene, read_all, self_check, write_dynamic_replica
+
+from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
+
+
+@pytest.fixture(scope="module")
+def download(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dynamic_replica")
+    scene = known_scene()
+    write_dynamic_replica(root, scene, split="train", sequence="fixture-3_obj")
+    write_dynamic_replica(root, scene, split="valid", sequence="fixture-9_obj")
+    return root, scene
+
+
+def test_reads_known_geometry(download):
+    root, scene = download
+    source = get_source("dynamic_replica")(root, splits=["train"])
+    sequences = source.sequences()
+    assert [(s.name, s.num_frames, s.split) for s in sequences] == [("train/fixture-3_obj/left", 6, "train")]
+    read = read_all(source, sequences[0])
+    # float16 depth: relative rounding 2^-11 (0.05 %), so <= 4 mm at the scene's 8 m; 0 stays invalid.
+    check_depth(read["depth"], scene.depth, tolerance=np.abs(scene.depth).max() * 2.0**-11)
+    np.testing.assert_allclose(read["intrinsics"], scene.intrinsics, atol=1e-9)  # NDC in JSON float64
+    np.testing.assert_allclose(read["world_to_camera"], scene.world_to_camera, atol=1e-9)
+    np.testing.assert_array_equal(read["rgb"], scene.rgb)
+    np.testing.assert_array_equal(read["dynamic_mask"], scene.dynamic_mask)
+
+
+def test_cameras_and_splits(download):
+    root, _ = download
+    names = [s.name for s in get_source("dynamic_replica")(root, cameras=["left", "right"]).sequences()]
+    assert names == ["train/fixture-3_obj/left", "train/fixture-3_obj/right", "valid/fixture-9_obj/left", "valid/fixture-9_obj/right"]
+
+
+def test_wrong_axes_fail_the_self_check(download):
+    root, scene = download
+    right = get_source("dynamic_replica")(root, splits=["train"])
+    wrong = get_source("dynamic_replica")(root, splits=["train"], axes="opencv")  # MonST3R's reading: no axis flip
+    assert not self_check(read_all(right, right.sequences()[0]), scene).flagged()
+    assert self_check(read_all(wrong, wrong.sequences()[0]), scene).flagged()
+
+
+def test_other_layout_is_one_line(tmp_path):
+    (tmp_path / "train" / "fixture-3_obj").mkdir(parents=True)
+    with pytest.raises(SourceLayoutError, match=r"expected train/frame_annotations_train\.jgz") as error:
+        get_source("dynamic_replica")(tmp_path).sequences()
+    assert "\n" not in str(error.value)
+
+
+def test_missing_depth_file(download, tmp_path):
+    root, _ = download
+    shutil.copytree(root, tmp_path / "copy")
+    (tmp_path / "copy/train/fixture-3_obj/left/depths/fixture-3_obj_source_left_0003.geometric.png").unlink()
+    source = get_source("dynamic_replica")(tmp_path / "copy", splits=["train"])
+    sequence = source.sequences()[0]
+    source.read_frame(sequence, 2)
+    with pytest.raises(FrameReadError, match=r"fixture-3_obj_source_left_0003\.geometric\.png"):
+        source.read_frame(sequence, 3)

@@ -1,0 +1,66 @@
+"""TartanAir source: a fixture in the authors' layout (<env>/<env>/Easy/P000, PNG frames, float32 .npy depth with a
+10 km sky, pose_left.txt NED camera-to-world tx ty tz qx qy qz qw) written from a scene of known geometry, read back."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from source_fixtures_a import check_depth, known_scene, read_all, self_check, tartanair_options, write_tartanair
+
+from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
+
+
+@pytest.fixture(scope="module")
+def download(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tartanair")
+    scene = known_scene()
+    write_tartanair(root, scene, difficulty="Easy", trajectory="P000")
+    return root, scene
+
+
+def test_reads_known_geometry(download):
+    root, scene = download
+    source = get_source("tartanair")(root, **tartanair_options(scene))
+    sequences = source.sequences()
+    assert [(s.name, s.num_frames) for s in sequences] == [("fixtureenv/fixtureenv/Easy/P000/left", 6)]
+    read = read_all(source, sequences[0])
+    check_depth(read["depth"], scene.depth, tolerance=1e-6)  # float32 metres; the 10 km sky reads 0
+    # cx = W/2, cy = H/2 from the corner in the file -> (W-1)/2, (H-1)/2 with integer pixel centres.
+    np.testing.assert_allclose(read["intrinsics"], scene.intrinsics, atol=1e-9)
+    np.testing.assert_allclose(read["world_to_camera"], scene.world_to_camera, atol=1e-9)  # float64 text, exact quaternions
+    np.testing.assert_array_equal(read["rgb"], scene.rgb)
+    assert read["dynamic_mask"] is None
+
+
+def test_wrong_axes_fail_the_self_check(download):
+    root, scene = download
+    right = get_source("tartanair")(root, **tartanair_options(scene))
+    wrong = get_source("tartanair")(root, axes="opencv", **tartanair_options(scene))  # NED read as OpenCV
+    assert not self_check(read_all(right, right.sequences()[0]), scene).flagged()
+    assert self_check(read_all(wrong, wrong.sequences()[0]), scene).flagged()
+
+
+def test_other_layout_is_one_line(tmp_path):
+    (tmp_path / "fixtureenv" / "Easy" / "P000" / "image_left").mkdir(parents=True)  # no pose_left.txt
+    with pytest.raises(SourceLayoutError, match=r"expected <env>/<env>/Easy\|Hard/P000/pose_left\.txt") as error:
+        get_source("tartanair")(tmp_path).sequences()
+    assert "\n" not in str(error.value)
+
+
+def test_missing_depth_or_short_pose_file(download, tmp_path):
+    root, scene = download
+    shutil.copytree(root, tmp_path / "copy")
+    folder = tmp_path / "copy/fixtureenv/fixtureenv/Easy/P000"
+    (folder / "depth_left/000003_left_depth.npy").unlink()
+    lines = (folder / "pose_left.txt").read_text().splitlines()
+    (folder / "pose_left.txt").write_text("\n".join(lines[:5]) + "\n")  # a truncated pose file: frame 5 has none
+    source = get_source("tartanair")(tmp_path / "copy", **tartanair_options(scene))
+    sequence = source.sequences()[0]
+    source.read_frame(sequence, 2)
+    with pytest.raises(FrameReadError, match="000003_left_depth.npy"):
+        source.read_frame(sequence, 3)
+    with pytest.raises(FrameReadError, match=r"pose_left\.txt has 5 frames"):
+        source.read_frame(sequence, 5)
