@@ -232,10 +232,23 @@ def run_demo(out: str | Path = "outputs/demo", checkpoint: str | Path = CHECKPOI
     settings = settings or DemoSettings()
     checkpoint, out = Path(checkpoint), Path(out)
     started = time.perf_counter()
+    from one4d.pipeline.outputs import discard, prepare_output_folder, publish
+
     verify_checkpoint(checkpoint)
+    temporary = prepare_output_folder(out)  # an unwritable out is one line before the model loads
+    try:
+        summary = _run_demo_into(temporary, checkpoint, settings, log, started)
+        publish(temporary, out)  # a stopped demo never leaves a folder that looks complete
+    except BaseException:
+        discard(temporary)
+        raise
+    return summary
+
+
+def _run_demo_into(out: Path, checkpoint: Path, settings: DemoSettings, log, started: float) -> dict:
+    """Every task and seed of the demo, written into ``out`` (the temporary folder :func:`run_demo` publishes)."""
     torch.manual_seed(0)
     pipe = load_demo_pipeline(checkpoint, settings)
-    out.mkdir(parents=True, exist_ok=True)
     results, sheets = {}, []
     for task in settings.tasks:
         rows = []

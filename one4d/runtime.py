@@ -1,4 +1,12 @@
-"""What every entry point does the same way: CPU threads, and commands printed so that they work as printed.
+"""What every entry point does the same way: the error contract, CPU threads, and commands printed so that they
+work as printed.
+
+**The error contract** (:func:`run_script`, called by every script in ``scripts/``): bad input or environment is
+one line on stderr, ``error: ...``, and exit code 2 (a ValueError or a Hydra/OmegaConf config error: an unknown
+key, a missing ``???`` value, an unknown config group option); Ctrl+C (SIGINT) and a scheduler's or ``timeout``'s
+SIGTERM unwind the program like an exception, so the code that created a partial output removes it on the way
+out, and end with one line and exit code 130 / 143 (128 + the signal's number, the shell's convention).
+Anything else is a bug and keeps its traceback.
 
 **CPU threads.** torch's default (one thread per core) made ``scripts/sample.py`` take 46 s one run and
 3.7 s the next on a shared 2-core machine (3.2 s with one thread): OpenMP threads that wait on a core
@@ -11,9 +19,13 @@ which reads it at start-up (torchrun sets it to 1). With a CUDA device torch's d
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Callable
 
+BAD_INPUT = 2
+INTERRUPTED, TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM  # 130, 143
 MAX_DEFAULT_THREADS = 8
 THREADS_HELP = "torch CPU threads (default: OMP_NUM_THREADS if set, else half the CPUs, 1 to 8; one4d.runtime)"
 
@@ -57,3 +69,85 @@ def python_command() -> str:
         return str(executable.relative_to(Path.cwd()))
     except ValueError:
         return str(executable)
+
+
+# ----------------------------------------------------------------------------- the error contract
+
+
+class Terminated(BaseException):
+    """SIGTERM raised in the main thread, so ``finally`` blocks and ``except BaseException`` clean up as they do
+    for Ctrl+C (a BaseException, like KeyboardInterrupt, so ``except Exception`` handlers do not swallow it)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def config_error_line(error: BaseException) -> str:
+    """One line from a Hydra/OmegaConf error: its first line, with Hydra's hint or list of options appended."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    line = lines[0]
+    if len(lines) > 1 and lines[1].startswith("To append"):  # Could not override 'x'. To append to your config use +x=1
+        line += " " + lines[1]
+    if any(text.startswith("Available options") for text in lines):
+        start = next(i for i, text in enumerate(lines) if text.startswith("Available options")) + 1
+        options = [text for text in lines[start:] if not text.startswith("Config search path") and "provider=" not in text]
+        line += f"; available: {', '.join(options)}"
+    return line
+
+
+def check_required(cfg) -> None:
+    """One line naming every required option (``???``) the command left unset, before any heavy import."""
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"required option{'s' if len(missing) > 1 else ''} not given: "
+                         + ", ".join(f"{key}=..." for key in missing))
+
+
+def _drop_torchvision_fallback_notice(record) -> bool:
+    return "requires torchvision (not installed)" not in str(record.msg)
+
+
+def quiet_known_notices() -> None:
+    """Drop transformers' notice that CLIPImageProcessor falls back to its PIL backend without torchvision: the
+    project does not install torchvision (its wheels pin a torch build), the PIL backend is what runs,
+    and the notice made every one-line error two lines."""
+    import logging
+
+    logging.getLogger("transformers.utils.import_utils").addFilter(_drop_torchvision_fallback_notice)
+
+
+def run_script(main: Callable[[], int | None]) -> None:
+    """Run a script's ``main`` under the error contract above and exit with its code (None: 0).
+
+    Hydra scripts: Hydra is told to re-raise config errors (``HYDRA_FULL_ERROR``) instead of printing several lines
+    and exiting 1, and they become one line and exit 2 here.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        from hydra.errors import HydraException
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        HydraException = OmegaConfBaseException
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    quiet_known_notices()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT): stopped, unfinished outputs removed", file=sys.stderr)
+        code = INTERRUPTED
+    except Terminated:
+        print("terminated (SIGTERM): stopped, unfinished outputs removed", file=sys.stderr)
+        code = TERMINATED
+    except (HydraException, OmegaConfBaseException) as error:
+        print(f"error: {config_error_line(error)}", file=sys.stderr)
+        code = BAD_INPUT
+    except ValueError as error:  # bad input that reached past the script's own handler
+        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        code = BAD_INPUT
+    sys.exit(code or 0)

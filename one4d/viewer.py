@@ -172,6 +172,23 @@ class Viewer:
         self.server.stop()
 
 
+def check_address(host: str, port: int) -> None:
+    """One-line ValueError for a port or host the server cannot listen on. viser starts its server in a thread, where
+    such an error was printed and the main thread waited forever; a port in use is fine (viser takes the next one)."""
+    import errno
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"--port must be a whole number from 1 to 65535, got {port!r}")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise ValueError(f"cannot serve on {host}:{port} ({error.strerror or error}); try another --host or --port") from None
+
+
 def view(folder: str | Path, host: str = "127.0.0.1", port: int = 8080, stride: int = 1, max_points: int = 20000, point_size: float | None = None) -> Viewer:
     """Load an output folder and serve it; returns the running :class:`Viewer`."""
+    check_address(host, port)
     return Viewer(load_scene(folder, stride, max_points), host=host, port=port, point_size=point_size)

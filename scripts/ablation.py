@@ -3,9 +3,8 @@
     python scripts/ablation.py              # writes data/checkpoints/tiny/ABLATION.md (needs make tiny-model's cache)
 """
 
-import sys
-
 from one4d.ablation import main
+from one4d.runtime import run_script
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

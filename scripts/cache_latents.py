@@ -13,12 +13,14 @@ import sys
 
 import hydra
 
-from one4d.runtime import configure_cpu_threads
-from one4d.training.cache import cache_from_config
+from one4d.runtime import check_required, configure_cpu_threads, run_script
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg) -> None:
+    check_required(cfg)
+    from one4d.training.cache import cache_from_config  # after Hydra composed the config
+
     try:
         configure_cpu_threads(cfg.get("threads"))
         print(cache_from_config(cfg))
@@ -28,4 +30,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

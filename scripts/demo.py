@@ -4,9 +4,8 @@
 How the model was made: data/checkpoints/tiny/README.md; what the demo measures: one4d/demo.py.
 """
 
-import sys
-
 from one4d.demo import main
+from one4d.runtime import run_script
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from one4d.eval.driver import run
+from one4d.runtime import run_script
 
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
@@ -23,4 +24,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -16,6 +16,7 @@ import torch
 
 from one4d.models import PRESETS, build_model
 from one4d.models.factory import ARCHITECTURES
+from one4d.runtime import run_script
 
 
 def count(model) -> dict[str, int]:
@@ -74,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -6,6 +6,7 @@
 import argparse
 
 from one4d.data.synthetic import write_synthetic_dataset
+from one4d.runtime import run_script
 
 
 def main() -> None:
@@ -23,4 +24,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

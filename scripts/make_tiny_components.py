@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from one4d.components import build_tiny_directory
+from one4d.runtime import run_script
 
 
 def main() -> None:
@@ -24,4 +25,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

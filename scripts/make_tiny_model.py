@@ -5,9 +5,8 @@
 Stages, settings and the record of the shipped run: one4d/training/tiny_model.py, data/checkpoints/tiny/README.md.
 """
 
-import sys
-
+from one4d.runtime import run_script
 from one4d.training.tiny_model import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from one4d.postopt import recover_folder
 from one4d.postopt.io import recorded_frame_rate
+from one4d.runtime import run_script
 
 
 @hydra.main(config_path="../configs", config_name="postopt", version_base="1.3")
@@ -34,4 +35,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -15,15 +15,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from one4d.pipeline.cli import sample
+from one4d.runtime import check_required, run_script
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
 def main(cfg: DictConfig) -> None:
+    check_required(cfg)
+    from one4d.pipeline.cli import sample  # after Hydra composed the config: a config error costs no torch import
+
     code = sample(cfg, list(HydraConfig.get().overrides.task))
     if code:
         sys.exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

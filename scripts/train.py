@@ -13,12 +13,14 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from one4d.runtime import configure_cpu_threads
-from one4d.training import run
+from one4d.runtime import check_required, configure_cpu_threads, run_script
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg) -> None:
+    check_required(cfg)
+    from one4d.training import run  # after Hydra composed the config: a config error costs no torch import
+
     try:
         configure_cpu_threads(cfg.get("threads"))
         run(cfg, list(HydraConfig.get().overrides.task))
@@ -28,4 +30,4 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -7,7 +7,7 @@
 import argparse
 import sys
 
-from one4d.runtime import THREADS_HELP, configure_cpu_threads
+from one4d.runtime import THREADS_HELP, configure_cpu_threads, run_script
 from one4d.viewer import view
 
 
@@ -36,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

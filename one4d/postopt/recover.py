@@ -97,6 +97,7 @@ def recover_cameras(
     overlap: int = 16,
     seed: int = 0,
     max_behind: float = MAX_BEHIND,
+    on_divergence: str = "raise",
 ) -> CameraRecovery:
     """Recover K_i, world-to-camera [R_i | t_i] and depth D_i from global pointmaps (F, H, W, 3).
 
@@ -108,8 +109,13 @@ def recover_cameras(
     ``window``: when set and F > window, solve windows of that many frames overlapping by
     ``overlap`` and merge them by Sim(3) (see :mod:`one4d.postopt.windows`). ``max_behind``: warn when
     more than this fraction of the valid points lie behind their camera (they get depth 0 either way).
-    Raises :class:`PostoptDiverged` (a ValueError) when the cameras diverge.
+    Raises :class:`PostoptDiverged` (a ValueError) when the cameras diverge (in every window); with
+    ``on_divergence="mark"`` it warns instead and returns stand-in cameras for every frame (identity pose and
+    intrinsics, depth 0, all frames in ``unreliable``): for callers whose model already ran, such as the sampler,
+    whose RGB and pointmaps are worth keeping.
     """
+    if on_divergence not in ("raise", "mark"):
+        raise ValueError(f"on_divergence must be 'raise' or 'mark', got {on_divergence!r}")
     if window is not None and window < 2:
         raise ValueError(f"window must be at least 2 frames, got {window}")
     if not 0 <= max_behind <= 1:
@@ -119,19 +125,30 @@ def recover_cameras(
         shared_focal=shared_focal, optimize_pp=optimize_pp, a1=a1, a2=a2, iterations=iterations,
         subsample=subsample, device=device, seed=seed, max_behind=max_behind,
     )
-    if window is not None and frames > window:
-        from one4d.postopt.windows import recover_cameras_windowed, split_windows
-
-        points, mask, confidence, num_invalid = check_pointmaps(pointmaps, valid, confidence, device)
-        windows = split_windows(frames, window, overlap)
-        result = recover_cameras_windowed(
-            [points[s:e] for s, e in windows], overlap=overlap, valid=[mask[s:e] for s, e in windows],
-            confidence=None if confidence is None else [confidence[s:e] for s, e in windows], **options,
-        )
-        result.num_invalid = num_invalid
-        return result
     points, mask, confidence, num_invalid = check_pointmaps(pointmaps, valid, confidence, device)
-    return _recover_checked(points, mask, confidence, num_invalid, **options)
+    try:
+        if window is not None and frames > window:
+            from one4d.postopt.windows import recover_cameras_windowed, split_windows
+
+            windows = split_windows(frames, window, overlap)
+            result = recover_cameras_windowed(
+                [points[s:e] for s, e in windows], overlap=overlap, valid=[mask[s:e] for s, e in windows],
+                confidence=None if confidence is None else [confidence[s:e] for s, e in windows], **options,
+            )
+            result.num_invalid = num_invalid
+            return result
+        return _recover_checked(points, mask, confidence, num_invalid, **options)
+    except PostoptDiverged as error:
+        if on_divergence == "raise":
+            raise
+        from one4d.postopt.windows import stand_in
+
+        result = stand_in(points, mask, None, device)
+        result.unreliable = list(range(points.shape[0]))
+        result.warnings = [f"{str(error).split(';')[0]}: every frame's camera is a stand-in (identity pose and intrinsics) "
+                           "and its depth 0; the pointmaps are kept as sampled"]
+        warn_all(result.warnings)
+        return result
 
 
 def _recover_checked(points, mask, confidence, num_invalid, shared_focal, optimize_pp, a1, a2, iterations, subsample, device, seed,

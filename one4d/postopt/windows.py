@@ -106,7 +106,7 @@ def recover_cameras_windowed(
             if len(windows) == 1:
                 raise
             failures[k] = str(error).removeprefix("post-optimisation ").split(";")[0]  # "diverged (non-positive focal)"
-            results.append(_stand_in(w, mask, weights, options.get("device")))
+            results.append(stand_in(w, mask, weights, options.get("device")))
     if len(failures) == len(windows):
         raise PostoptDiverged(f"post-optimisation diverged in every one of the {len(windows)} windows; "
                               "check that the pointmaps are a camera's view")
@@ -185,8 +185,8 @@ def _share(overlap: int, left_diverged: bool, right_diverged: bool) -> tuple[int
     return overlap // 2, overlap - overlap // 2
 
 
-def _stand_in(points, valid, confidence, device) -> CameraRecovery:
-    """A diverged window's place in the merge: its validity (for the similarities), placeholder cameras, depth 0."""
+def stand_in(points, valid, confidence, device) -> CameraRecovery:
+    """A diverged window's (or clip's) place in the merge: its validity (for the similarities), placeholder cameras, depth 0."""
     with warnings.catch_warnings():  # its NaN count was already warned about when the window was solved
         warnings.simplefilter("ignore")
         points, mask, _, num_invalid = check_pointmaps(points, valid, confidence, device)

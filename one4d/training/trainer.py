@@ -104,13 +104,13 @@ class Trainer:
         storage = storage_dtype(cfg.model.get("base_storage_dtype"))
         check_precision(torch_dtype(cfg.model.dtype), self.accelerator.device, storage)
         resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)  # before anything is written
+        vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model)) if cfg.data.get("cache") else None
+        self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)  # bad data: no run folder yet
         if self.accelerator.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             print(f"run directory: {self.run_dir}" + (f" (resuming {resume_from})" if resume_from else ""), flush=True)
 
-        vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model)) if cfg.data.get("cache") else None
-        self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)
         self.order = ShardedBatches(len(self.dataset), self.batch_size, self.rank, self.world_size, int(cfg.train.seed))
         torch.manual_seed(int(cfg.train.seed))  # identical LoRA initialisation on every process
         self.model = self.build_model()
