@@ -48,7 +48,10 @@ def make_scene(seed: int = 3, frames: int = 6, height: int = 36, width: int = 64
     moved = np.eye(4)
     moved[:3, :3] = _rotation([0.3, 1.0, 0.2], 0.7)
     moved[:3, 3] = [20.0, -5.0, 30.0]  # world point = moved @ scene point; tens of metres, as in real datasets
-    world_to_camera = scene.world_to_camera.double().numpy() @ np.linalg.inv(moved)
+    relative_poses = scene.world_to_camera.double().numpy()  # (F, 4, 4), float32 values: make each R exactly orthonormal
+    u, _, vt = np.linalg.svd(relative_poses[:, :3, :3])
+    relative_poses[:, :3, :3] = u @ vt
+    world_to_camera = relative_poses @ np.linalg.inv(moved)
     return Scene(
         rgb=(scene.rgb.numpy() * 255).round().astype(np.uint8),
         depth=scene.depth.double().numpy(),
@@ -106,6 +109,56 @@ def write_vkitti2(root: Path, scene: Scene, sky_rows: int = 2) -> str:
     (text / "intrinsic.txt").write_text("\n".join(intrinsic) + "\n")
     (text / "extrinsic.txt").write_text("\n".join(extrinsic) + "\n")
     return f"{base.replace('/', '/')}/Camera_0"
+
+
+# ----------------------------------------------------------------------------- OmniWorld-Game
+
+OMNIWORLD_UID = "b04f88d1f85a"
+OMNIWORLD_FIRST = 10  # split 0 holds global frames 10..; split 1 holds 20.. (indices are global, not 0-based)
+
+
+def omniworld_codes(z: np.ndarray) -> np.ndarray:
+    """Metres -> ReShade depth-buffer codes, the inverse of scripts/utils.py:load_depth (FORMATS.md section 10)."""
+    zz = z * 0.004
+    d = zz * 1000 / (1 + zz * 999)
+    return np.round(d * 65535).astype(np.uint16)
+
+
+def _wxyz(rotation: np.ndarray) -> list[float]:
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(rotation).as_quat()  # scipy is (x, y, z, w)
+    return [w, x, y, z]
+
+
+def write_omniworld(root: Path, scene: Scene, caption: str = "a red ball rolls across a tiled floor") -> Path:
+    """One extracted scene ``<uid>/`` with two splits: split 0 = all frames at global indices 10.., split 1 = the
+    first three frames again at 20.. with their world turned and shifted (each split has its own camera file)."""
+    folder = root / OMNIWORLD_UID
+    other_world = np.eye(4)
+    other_world[:3, :3] = _rotation([1.0, 0.0, 0.5], -1.1)
+    other_world[:3, 3] = [-7.0, 1.0, 4.0]
+    splits = [
+        (list(range(OMNIWORLD_FIRST, OMNIWORLD_FIRST + len(scene.depth))), scene.world_to_camera, range(len(scene.depth))),
+        ([20, 21, 22], scene.world_to_camera[:3] @ other_world, range(3)),
+    ]
+    for split, (indices, poses, frames) in enumerate(splits):
+        camera = {"focals": [], "cx": float(scene.intrinsics[0, 0, 2] + 0.5), "cy": float(scene.intrinsics[0, 1, 2] + 0.5),
+                  "quats": [], "trans": []}
+        for global_index, frame, pose in zip(indices, frames, poses):
+            save_rgb(folder / "color" / f"{global_index:06d}.png", scene.rgb[frame])
+            save_png16(folder / "depth" / f"{global_index:06d}.png", omniworld_codes(scene.depth[frame]))
+            save_rgb(folder / "gdino_mask" / f"{global_index:06d}.png", scene.dynamic_mask[frame].astype(np.uint8) * 255)
+            camera["focals"].append(float(scene.intrinsics[frame, 0, 0]))
+            camera["quats"].append(_wxyz(pose[:3, :3]))
+            camera["trans"].append(pose[:3, 3].tolist())
+        (folder / "camera").mkdir(parents=True, exist_ok=True)
+        (folder / "camera" / f"split_{split}.json").write_text(json.dumps(camera))
+    (folder / "split_info.json").write_text(json.dumps({"split": [indices for indices, _, _ in splits]}))
+    (folder / "fps.txt").write_text("24\n")
+    (folder / "text").mkdir()
+    (folder / "text" / "split_0_0.txt").write_text(caption + "\n")
+    return folder
 
 
 # ----------------------------------------------------------------------------- reading back
