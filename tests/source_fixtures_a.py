@@ -216,3 +216,12 @@ def self_check(read: dict[str, np.ndarray], scene: KnownScene):
     depth = np.where(np.isfinite(read["depth"]) & (read["depth"] > 0), read["depth"], 0.0)
     mask = read["dynamic_mask"] if read["dynamic_mask"] is not None else scene.dynamic_mask
     return check_clip(depth, read["intrinsics"], read["world_to_camera"], mask)
+
+
+def config_options(name: str) -> dict:
+    """``options`` of configs/source/<name>.yaml, as the command passes them to the source's constructor."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "source" / f"{name}.yaml")
+    assert config.name == name and {"far_depth", "stride", "options"} <= set(config)
+    return OmegaConf.to_container(config.options)

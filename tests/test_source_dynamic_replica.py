@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from source_fixtures_a import check_depth, known_scene, read_all, self_check, write_dynamic_replica
+from source_fixtures_a import check_depth, config_options, known_scene, read_all, self_check, write_dynamic_replica
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 
@@ -66,3 +66,11 @@ def test_missing_depth_file(download, tmp_path):
     source.read_frame(sequence, 2)
     with pytest.raises(FrameReadError, match=r"fixture-3_obj_source_left_0003\.geometric\.png"):
         source.read_frame(sequence, 3)
+
+
+def test_config_options_construct_the_source(download):
+    """configs/source/dynamic_replica.yaml's options are the constructor's (a misspelt key is a TypeError, not ignored)."""
+    root, _ = download
+    assert get_source("dynamic_replica")(root, **config_options("dynamic_replica")).sequences()
+    with pytest.raises(TypeError):
+        get_source("dynamic_replica")(root, **config_options("dynamic_replica"), no_such_option=1)

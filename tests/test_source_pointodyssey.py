@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from source_fixtures_a import check_depth, known_scene, read_all, self_check, write_pointodyssey
+from source_fixtures_a import check_depth, config_options, known_scene, read_all, self_check, write_pointodyssey
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 from one4d.data.sources.pointodyssey import _load_cameras, nearest_rotation
@@ -90,3 +90,11 @@ def test_missing_depth_or_annotations(download, tmp_path):
     (copy / "train/ani_fixture/annotations.npz").unlink()
     with pytest.raises(FrameReadError, match=r"ani_fixture/anno\.npz"):
         source.read_frame(sequence, 2)
+
+
+def test_config_options_construct_the_source(download):
+    """configs/source/pointodyssey.yaml's options are the constructor's (a misspelt key is a TypeError, not ignored)."""
+    root, _ = download
+    assert get_source("pointodyssey")(root, **config_options("pointodyssey")).sequences()
+    with pytest.raises(TypeError):
+        get_source("pointodyssey")(root, **config_options("pointodyssey"), no_such_option=1)

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("h5py")  # the [data] extra
 
-from source_fixtures_a import check_depth, known_scene, read_all, self_check, write_spring  # noqa: E402
+from source_fixtures_a import check_depth, config_options, known_scene, read_all, self_check, write_spring  # noqa: E402
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source  # noqa: E402
 
@@ -61,3 +61,11 @@ def test_missing_disparity_file(download, tmp_path):
     source.read_frame(sequence, 2)
     with pytest.raises(FrameReadError, match=r"disp1_left_0004\.dsp5"):
         source.read_frame(sequence, 3)
+
+
+def test_config_options_construct_the_source(download):
+    """configs/source/spring.yaml's options are the constructor's (a misspelt key is a TypeError, not ignored)."""
+    root, _ = download
+    assert get_source("spring")(root, **config_options("spring")).sequences()
+    with pytest.raises(TypeError):
+        get_source("spring")(root, **config_options("spring"), no_such_option=1)

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from source_fixtures_a import check_depth, known_scene, read_all, self_check, tartanair_options, write_tartanair
+from source_fixtures_a import check_depth, config_options, known_scene, read_all, self_check, tartanair_options, write_tartanair
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 
@@ -64,3 +64,11 @@ def test_missing_depth_or_short_pose_file(download, tmp_path):
         source.read_frame(sequence, 3)
     with pytest.raises(FrameReadError, match=r"pose_left\.txt has 5 frames"):
         source.read_frame(sequence, 5)
+
+
+def test_config_options_construct_the_source(download):
+    """configs/source/tartanair.yaml's options are the constructor's (a misspelt key is a TypeError, not ignored)."""
+    root, _ = download
+    assert get_source("tartanair")(root, **config_options("tartanair")).sequences()
+    with pytest.raises(TypeError):
+        get_source("tartanair")(root, **config_options("tartanair"), no_such_option=1)

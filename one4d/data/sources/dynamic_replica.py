@@ -94,8 +94,8 @@ class DynamicReplicaSource(DatasetSource):
     name = "dynamic_replica"
 
     def __init__(self, root, splits=("train", "valid", "test"), cameras=("left",), half_pixel_shift: bool = True,
-                 axes: str = "pytorch3d", fps: float | None = None, **options):
-        super().__init__(root, **options)
+                 axes: str = "pytorch3d", fps: float | None = None):
+        super().__init__(root)
         if axes not in ("pytorch3d", "opencv"):
             raise ValueError(f"dynamic_replica: axes must be 'pytorch3d' or 'opencv', got {axes!r}")
         self.splits, self.cameras = list(splits), list(cameras)

@@ -68,8 +68,8 @@ class PointOdysseySource(DatasetSource):
     name = "pointodyssey"
 
     def __init__(self, root, splits=("train", "val", "test"), depth_max: float = 1000.0, orthonormalize: bool = True,
-                 fps: float | None = 30.0, **options):
-        super().__init__(root, **options)
+                 fps: float | None = 30.0):
+        super().__init__(root)
         self.splits = list(splits)
         self.depth_max = float(depth_max)
         self.orthonormalize = orthonormalize

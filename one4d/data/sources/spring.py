@@ -62,8 +62,8 @@ class SpringSource(DatasetSource):
     name = "spring"
 
     def __init__(self, root, splits=("train",), cameras=("left",), baseline: float = 0.065, half_pixel_shift: bool = True,
-                 axes: str = "opencv", fps: float | None = None, **options):
-        super().__init__(root, **options)
+                 axes: str = "opencv", fps: float | None = None):
+        super().__init__(root)
         if axes not in ("opencv", "opengl"):
             raise ValueError(f"spring: axes must be 'opencv' or 'opengl', got {axes!r}")
         if list(cameras) != ["left"]:

@@ -52,8 +52,8 @@ class TartanAirSource(DatasetSource):
 
     def __init__(self, root, difficulties=("Easy", "Hard"), cameras=("left",), fx: float = 320.0, fy: float = 320.0,
                  cx: float = 320.0, cy: float = 240.0, half_pixel_shift: bool = True, sky_depth: float = 1000.0,
-                 axes: str = "ned", fps: float | None = None, **options):
-        super().__init__(root, **options)
+                 axes: str = "ned", fps: float | None = None):
+        super().__init__(root)
         if axes not in ("ned", "opencv"):
             raise ValueError(f"tartanair: axes must be 'ned' or 'opencv', got {axes!r}")
         self.difficulties, self.cameras = list(difficulties), list(cameras)
