@@ -25,8 +25,9 @@ Conventions handled:
   show the self-check catching it.
 - ``mask`` is the binary foreground (the moving humans and animals, ``README.md:19-26``): the dynamic mask.
 - Left and right views are separate sequences (CUT3R does the same); ``cameras`` defaults to the left one
-  only, since the right view is the same motion 6 cm aside. The ``real`` split has no depth and is not read.
-  Frame rate unverified: ``fps`` null unless set. No captions.
+  only, since the right view is the same motion one stereo baseline aside. The ``real`` split has no depth and is not read.
+  Frame rate unverified: ``fps`` null unless set. No captions. ``exclude`` names sequences to leave out; the yaml
+  lists the two the authors' loader skips (``8369cb-7_obj``, ``a7b915-7_obj``, ``DynamicReplicaDataset.__init__``).
 """
 
 from __future__ import annotations
@@ -94,12 +95,12 @@ class DynamicReplicaSource(DatasetSource):
     name = "dynamic_replica"
 
     def __init__(self, root, splits=("train", "valid", "test"), cameras=("left",), half_pixel_shift: bool = True,
-                 axes: str = "pytorch3d", fps: float | None = None):
+                 axes: str = "pytorch3d", fps: float | None = None, exclude=()):
         super().__init__(root)
         if axes not in ("pytorch3d", "opencv"):
             raise ValueError(f"dynamic_replica: axes must be 'pytorch3d' or 'opencv', got {axes!r}")
         self.splits, self.cameras = list(splits), list(cameras)
-        self.half_pixel_shift, self.axes, self.fps = half_pixel_shift, axes, fps
+        self.half_pixel_shift, self.axes, self.fps, self.exclude = half_pixel_shift, axes, fps, set(exclude)
 
     def _annotations(self, split: str) -> Path:
         return self.root / split / f"frame_annotations_{split}.jgz"
@@ -112,7 +113,7 @@ class DynamicReplicaSource(DatasetSource):
                 continue
             present = True
             for (sequence, camera), frames in _load_split(str(path)).items():
-                if camera in self.cameras:
+                if camera in self.cameras and sequence not in self.exclude:
                     found.append(SequenceInfo(f"{split}/{sequence}/{camera}", len(frames), self.fps, split))
         if not present:
             first = self.splits[0] if self.splits else "train"
