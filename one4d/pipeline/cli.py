@@ -9,10 +9,16 @@ Bad input (a missing or unreadable file, a corrupt video, an unknown task, steps
 a checkpoint of another preset, an output folder that cannot be written...) is found before any
 model is loaded and reported as one line on stderr with exit code 2. Output goes to a temporary
 folder that is renamed to ``out`` only when complete.
+
+Across processes (``torchrun --nproc_per_node N scripts/sample.py ...``): ``parallel.cfg`` / ``parallel.ulysses`` /
+``parallel.ring`` ranks sample one clip together (``one4d.parallel``, applied to the loaded pipeline from outside),
+and ``inputs=FILE`` (``one4d.pipeline.jobs``) shares many clips out over the data-parallel groups this leaves. The
+layout is checked before anything loads; only the first rank of a group decodes and writes.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +34,7 @@ from one4d.runtime import configure_cpu_threads, python_command
 from one4d.sampling_file import read_sampling_file
 
 from .inputs import default_frame_count, prepare_conditions, print_warnings, read_input
+from .jobs import read_jobs, share
 from .loading import SCHEDULERS, checkpoint_folder, read_state_architecture
 from .outputs import discard, prepare_output_folder, publish, write_outputs
 
@@ -48,6 +55,10 @@ def check_settings(cfg: DictConfig) -> None:
     if cfg.num_frames is not None and int(cfg.num_frames) < 5 and cfg.postopt.enabled:
         raise ValueError(f"num_frames={cfg.num_frames}: post-optimisation needs a video (4k + 1 >= 5 frames); "
                          f"use num_frames=5 or more, or postopt.enabled=false")
+    if not cfg.get("inputs") and not cfg.input:
+        raise ValueError("input=... is required (an image, a video or a frame folder), or inputs=FILE for a jobs file")
+    if cfg.get("inputs") and cfg.input:
+        raise ValueError("give input= (one clip) or inputs= (a jobs file), not both")
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}")
     if int(cfg.steps) <= 0:
@@ -168,6 +179,46 @@ def resolve_device(name: str):
     return device
 
 
+def check_parallel(cfg: DictConfig):
+    """The parallel layout of ``parallel.*`` in the world torchrun started, checked against the preset (no weights read)."""
+    from one4d.models import preset_config
+    from one4d.parallel import check_layout, layout_from_config
+
+    layout = layout_from_config(cfg.get("parallel"))
+    check_layout(layout, heads=int(preset_config(cfg.model.preset)["num_attention_heads"]), backend=cfg.model.get("attention_backend"),
+                 jobs_file=bool(cfg.get("inputs")), guidance=float(cfg.cfg) != 1.0)
+    return layout
+
+
+def prepare_job(cfg: DictConfig, metadata: dict | None, layout):
+    """Read one clip's input (``cfg.input``) and fit it to the model; ValueError for bad input. May set ``cfg.num_frames``."""
+    from one4d.models import preset_config
+    from one4d.parallel import check_token_count
+
+    from .cost import latent_tokens
+
+    source = read_input(cfg.input)
+    if cfg.num_frames is None and "num_frames" in ((metadata or {}).get("trained_at") or {}):
+        cfg.num_frames = checkpoint_frame_count(cfg.task, len(source.frames), metadata["trained_at"]["num_frames"])
+    frames = None if cfg.frames is None else [int(i) for i in cfg.frames]
+    conditions = prepare_conditions(
+        cfg.task, source, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+        max_area=int(cfg.max_area), sparsity=float(cfg.sparsity), frames=frames, prompt=cfg.prompt,
+    )
+    if cfg.fps is not None:
+        conditions.fps = float(cfg.fps)
+    tokens = latent_tokens(preset_config(cfg.model.preset), conditions.num_frames, conditions.height, conditions.width)
+    check_token_count(layout, tokens, cfg.model.get("attention_backend"))
+    return conditions
+
+
+def _error(error: BaseException) -> int:
+    """One line on stderr (from the first rank only: every rank meets the same bad input); the exit code."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+    return BAD_INPUT
+
+
 def sample(cfg: DictConfig, overrides: list[str] | None = None) -> int:
     """The whole run; returns the exit code (2 for bad input, with one line on stderr).
 
@@ -178,51 +229,136 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> int:
     try:
         metadata = apply_checkpoint_settings(cfg, given_keys(overrides))
         check_settings(cfg)
-        device = resolve_device(cfg.device)
+        layout = check_parallel(cfg)
+        from one4d.parallel import rank_device
+
+        device = rank_device(layout, resolve_device(cfg.device))
         configure_cpu_threads(cfg.get("threads"), cpu=device.type == "cpu")
         check_precision(torch_dtype(cfg.model.dtype), device, storage_dtype(cfg.model.get("base_storage_dtype")))
-        source = read_input(cfg.input)
-        if cfg.num_frames is None and "num_frames" in ((metadata or {}).get("trained_at") or {}):
-            cfg.num_frames = checkpoint_frame_count(cfg.task, len(source.frames), metadata["trained_at"]["num_frames"])
-        frames = None if cfg.frames is None else [int(i) for i in cfg.frames]
-        conditions = prepare_conditions(
-            cfg.task, source, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
-            max_area=int(cfg.max_area), sparsity=float(cfg.sparsity), frames=frames, prompt=cfg.prompt,
-        )
-        if cfg.fps is not None:
-            conditions.fps = float(cfg.fps)
         if cfg.checkpoint:
             read_state_architecture(cfg.checkpoint, cfg.model.preset)
-        temporary = prepare_output_folder(cfg.out)
+        if cfg.get("inputs"):
+            jobs, bad_lines = read_jobs(cfg.inputs, default_seed=int(cfg.seed))
+        else:
+            conditions = prepare_job(cfg, metadata, layout)
+            temporary = _output_folder(cfg.out, layout)
     except (ValueError, OmegaConfBaseException) as error:
         discard(temporary)
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return BAD_INPUT
-    print_warnings(conditions)
-    warn_if_far_from_training(cfg, conditions, metadata, device)
+        return _error(error)
+    if cfg.get("inputs"):
+        return sample_jobs(cfg, jobs, bad_lines, layout, device, metadata)
+    if layout.writes:
+        print_warnings(conditions)
+        warn_if_far_from_training(cfg, conditions, metadata, device)
 
     try:
-        summary = run_sampling(cfg, conditions, device, temporary)
-        out = publish(temporary, cfg.out)
+        pipe = load(cfg, device, layout)
+        summary = sample_into(pipe, cfg, conditions, temporary, layout)
+        out = publish(temporary, cfg.out) if layout.writes else None
     except UnusableWeights as error:  # a weight file that is not what it should be: bad input too
         discard(temporary)
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return BAD_INPUT
+        return _error(error)
     except BaseException:
         discard(temporary)
         raise
-    print(f"wrote {out} ({summary['num_frames']} frames at {summary['height']}x{summary['width']}, task {summary['task']})")
-    print(f"view it in 4D: {python_command()} scripts/view.py {out}")
+    finally:
+        _stop(layout)
+    if out is not None:
+        print(f"wrote {out} ({summary['num_frames']} frames at {summary['height']}x{summary['width']}, task {summary['task']})")
+        print(f"view it in 4D: {python_command()} scripts/view.py {out}")
     return 0
 
 
-def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
-    """Load the pipeline, sample once and write every output into ``folder``."""
-    import torch
+def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, metadata: dict | None) -> int:
+    """Every unfinished job of an ``inputs=`` file, shared out over the data-parallel groups; 0 when all went well.
 
+    Which jobs are unfinished is decided once, by rank 0, before any group writes. A job with bad input (or a
+    malformed line) is one error line and the others still run; the exit code is then 2.
+    """
+    writer = int(os.environ.get("RANK", 0)) == 0
+    for line in bad_lines:
+        if writer:
+            print(f"error: {line}", file=sys.stderr)
+    try:
+        pipe = load(cfg, device, layout)  # every rank: the process group starts here, and groups without jobs join its collectives
+    except UnusableWeights as error:
+        _stop(layout)
+        return _error(error)
+    try:
+        pending = [job for job in jobs if not job.finished]
+        if layout.distributed:
+            import torch.distributed as dist
+
+            shared = [pending]
+            dist.broadcast_object_list(shared, src=0)
+            pending = shared[0]
+        if writer and len(pending) < len(jobs):
+            print(f"{len(jobs) - len(pending)} of {len(jobs)} jobs already finished: skipped")
+        failed = done = 0
+        for job in share(pending, layout.dp, layout.dp_rank):
+            job_cfg = cfg.copy()
+            OmegaConf.update(job_cfg, "inputs", None, merge=False)
+            for key, value in job.overrides().items():
+                OmegaConf.update(job_cfg, key, value, merge=False)
+            temporary = None
+            try:
+                conditions = prepare_job(job_cfg, metadata, layout)
+                temporary = _output_folder(job.out, layout)
+            except ValueError as error:
+                discard(temporary)
+                failed += 1
+                if layout.writes:
+                    print(f"error: {cfg.inputs} line {job.line}: {str(error).splitlines()[0]}", file=sys.stderr)
+                continue
+            try:
+                summary = sample_into(pipe, job_cfg, conditions, temporary, layout)
+                out = publish(temporary, job.out) if layout.writes else None
+            except BaseException:
+                discard(temporary)
+                raise
+            done += 1
+            if out is not None:
+                print(f"wrote {out} ({summary['num_frames']} frames at {summary['height']}x{summary['width']}, task {summary['task']}; line {job.line})")
+        if layout.distributed:
+            counts = [None] * layout.world_size
+            dist.all_gather_object(counts, (done, failed) if layout.writes else (0, 0))
+            done, failed = (sum(count[i] for count in counts) for i in (0, 1))
+    finally:
+        _stop(layout)
+    if writer:
+        print(f"jobs: {done} sampled, {len(jobs) - len(pending)} already finished, {failed + len(bad_lines)} failed")
+    return BAD_INPUT if failed or bad_lines else 0
+
+
+def _output_folder(out, layout) -> Path | None:
+    """The writing rank's temporary output folder. Every rank checks ``out`` the same way, so a group agrees on
+    whether a job runs without talking (a rank that skipped it alone would leave the others waiting)."""
+    temporary = prepare_output_folder(out)
+    if layout.writes:
+        return temporary
+    discard(temporary)
+    return None
+
+
+def _stop(layout) -> None:
+    if layout.distributed:
+        from one4d.parallel import stop
+
+        stop()
+
+
+def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
+    """Load the pipeline, sample once and write every output into ``folder`` (one process)."""
+    from one4d.parallel import ParallelLayout
+
+    layout = ParallelLayout()
+    return sample_into(load(cfg, device, layout), cfg, conditions, folder, layout)
+
+
+def load(cfg: DictConfig, device, layout):
+    """The pipeline on ``device`` with the memory options, parallelised over ``layout`` (the process group starts here)."""
     from .loading import load_pipeline
 
-    timings = {}
     start = time.perf_counter()
     model = cfg.model
     try:
@@ -252,19 +388,34 @@ def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
         pipe.enable_vae_tiling()
     if cfg.memory.vae_slicing:
         pipe.enable_vae_slicing()
-    timings["load"] = time.perf_counter() - start
+    if layout.distributed:
+        from one4d.parallel import parallelize, start as start_processes
 
+        parallelize(pipe.transformer, layout, start_processes(layout, device))
+    pipe.load_seconds = time.perf_counter() - start
+    return pipe
+
+
+def sample_into(pipe, cfg: DictConfig, conditions, folder: Path | None, layout) -> dict | None:
+    """Sample one clip with a loaded pipeline and write every output into ``folder`` (on the group's writing rank;
+    the others stop at the latents and return None)."""
+    import torch
+
+    timings = {"load": getattr(pipe, "load_seconds", 0.0)}
     start = time.perf_counter()
     postopt = {"iterations": int(cfg.postopt.iterations), "subsample": int(cfg.postopt.subsample), "window": cfg.postopt.window,
-               "max_behind": float(cfg.postopt.max_behind)}
+               "max_behind": float(cfg.postopt.max_behind), "on_divergence": "mark"}  # the model ran: keep its outputs
     negative = {} if cfg.negative_prompt is None else {"negative_prompt": cfg.negative_prompt}  # None: the pipeline's (Wan's)
     output = pipe(
         conditions.images, conditions.observed, conditions.num_frames, prompt=cfg.prompt, **negative,
         num_inference_steps=int(cfg.steps), guidance_scale=float(cfg.cfg), generator=torch.Generator().manual_seed(int(cfg.seed)),
         recover_cameras=bool(cfg.postopt.enabled), pointmap_centre=list(cfg.pointmap_centre),
-        pointmap_scale=float(cfg.pointmap_scale), postopt_kwargs=postopt, progress=bool(cfg.progress),
+        pointmap_scale=float(cfg.pointmap_scale), postopt_kwargs=postopt, progress=bool(cfg.progress) and layout.writes,
+        output_type="np" if layout.writes else "latent",
     )
     timings["sample"] = time.perf_counter() - start
+    if not layout.writes:
+        return None
     settings = OmegaConf.to_container(cfg, resolve=True)
     settings["input"] = str(Path(cfg.input).absolute())
     settings["threads"] = torch.get_num_threads()
