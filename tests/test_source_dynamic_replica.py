@@ -47,7 +47,7 @@ def test_cameras_and_splits(download):
 def test_wrong_axes_fail_the_self_check(download):
     root, scene = download
     right = get_source("dynamic_replica")(root, splits=["train"])
-    wrong = get_source("dynamic_replica")(root, splits=["train"], axes="opencv")  # MonST3R's reading: no axis flip
+    wrong = get_source("dynamic_replica")(root, splits=["train"], axes="opencv")  # no PyTorch3D axis flip (as in MonST3R's loader)
     assert not self_check(read_all(right, right.sequences()[0]), scene).flagged()
     assert self_check(read_all(wrong, wrong.sequences()[0]), scene).flagged()
 

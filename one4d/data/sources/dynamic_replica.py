@@ -21,8 +21,8 @@ Conventions handled:
 - Poses are PyTorch3D: ``X_cam = X_world @ R + T`` (row vectors), camera +X left, +Y up. OpenCV
   world-to-camera is ``R_cv = diag(-1,-1,1) R^T``, ``t_cv = diag(-1,-1,1) T`` (pytorch3d
   ``opencv_from_cameras_projection``; CUT3R ``preprocess_dynamic_replica.py:154-161``). ``axes: opencv``
-  drops the flip, as MonST3R's loader does (``dust3r/datasets/dynamic_replica.py:220-222``) - wrong, kept to
-  show the self-check catching it.
+  drops the flip (MonST3R's loader has no flip either, ``dust3r/datasets/dynamic_replica.py:220-222``) - wrong,
+  kept to show the self-check catching it.
 - ``mask`` is the binary foreground (the moving humans and animals, ``README.md:19-26``): the dynamic mask.
 - Left and right views are separate sequences (CUT3R does the same); ``cameras`` defaults to the left one
   only, since the right view is the same motion one stereo baseline aside. The ``real`` split has no depth and is not read.
