@@ -161,6 +161,71 @@ def write_omniworld(root: Path, scene: Scene, caption: str = "a red ball rolls a
     return folder
 
 
+# ----------------------------------------------------------------------------- BEDLAM
+
+BEDLAM_SCENE = "20221011_1_250_batch01hand_orbit_bigOffice"
+BEDLAM_SKY_CM = 1.0e8  # the sky's depth in BEDLAM's EXRs is ~1e8 cm (pixelite1201/BEDLAM#24)
+
+
+def opencv_to_unreal_camera(world_to_camera: np.ndarray) -> tuple[float, ...]:
+    """OpenCV world-to-camera (world in OpenCV-like axes) -> BEDLAM's (x, y, z) in cm and (yaw, pitch, roll) in degrees.
+
+    Written from Unreal's conventions, not from the reader: a point (x, y, z) of the OpenCV world is (z, x, -y) in
+    Unreal (X forward, Y right, Z up); the camera's forward, right and up axes are Unreal's FRotationMatrix columns
+    X = (cp cy, cp sy, sp), Y = (sr sp cy - cr sy, sr sp sy + cr cy, -sr cp), Z = (-(cr sp cy + sr sy), cy sr - cr sp sy, cr cp).
+    """
+    to_unreal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    rotation = world_to_camera[:3, :3]
+    centre = -rotation.T @ world_to_camera[:3, 3]
+    right, down, forward = (to_unreal @ rotation[row] for row in range(3))  # camera axes in Unreal world
+    up = -down
+    pitch = math.asin(np.clip(forward[2], -1, 1))
+    yaw = math.atan2(forward[1], forward[0])
+    roll = math.atan2(-right[2], up[2])
+    x, y, z = to_unreal @ centre * 100.0
+    return x, y, z, math.degrees(yaw), math.degrees(pitch), math.degrees(roll)
+
+
+def write_exr_depth(path: Path, z_cm: np.ndarray) -> None:
+    """A float32 single-channel "Depth" EXR, written with the legacy API as bedlam_render's exr_save_depth_masks.py."""
+    import Imath
+    import OpenEXR
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = OpenEXR.Header(z_cm.shape[1], z_cm.shape[0])
+    header["channels"] = {"Depth": Imath.Channel(Imath.PixelType(Imath.PixelType.FLOAT))}
+    exr = OpenEXR.OutputFile(str(path), header)
+    exr.writePixels({"Depth": z_cm.astype(np.float32).tobytes()})
+    exr.close()
+
+
+def write_bedlam(root: Path, scene: Scene, sequence: str = "seq_000000", sky_rows: int = 1) -> Path:
+    """One BEDLAM scene folder with one sequence: PNGs, centimetre EXR depth (top rows sky), env masks (255 =
+    environment), the camera csv in Unreal units and a be_seq.csv naming the sequence. Needs a 16:9 scene."""
+    folder = root / BEDLAM_SCENE
+    frames, height, width = scene.depth.shape
+    assert width * 9 == height * 16, "BEDLAM's sensor is 36 x 20.25 mm: the fixture must be 16:9"
+    rows = ["name,x,y,z,yaw,pitch,roll,focal_length"]
+    for index in range(frames):
+        stem = f"{sequence}_{index:04d}"
+        save_rgb(folder / "png" / sequence / f"{stem}.png", scene.rgb[index])
+        z_cm = scene.depth[index] * 100.0
+        z_cm[:sky_rows] = BEDLAM_SKY_CM
+        write_exr_depth(folder / "depth" / sequence / f"{stem}_depth.exr", z_cm)
+        save_rgb(folder / "masks" / sequence / f"{stem}_env.png", (~scene.dynamic_mask[index]).astype(np.uint8) * 255)
+        focal_mm = scene.intrinsics[index, 0, 0] * 36.0 / width
+        values = opencv_to_unreal_camera(scene.world_to_camera[index]) + (focal_mm,)
+        rows.append(f"{stem}," + ",".join(f"{value:.10f}" for value in values))
+    (folder / "ground_truth" / "camera").mkdir(parents=True)
+    (folder / "ground_truth" / "camera" / f"{sequence}_camera.csv").write_text("\n".join(rows) + "\n")
+    (folder / "be_seq.csv").write_text(
+        "Index,Type,Body,X,Y,Z,Yaw,Pitch,Roll,Comment\n"
+        f"0,Group,,0,0,0,0,0,0,sequence_name={sequence};frames={frames}\n"
+        "1,Body,rp_aaron_posed_002,0,0,0,0,0,0,start_frame=0\n"
+    )
+    return folder
+
+
 # ----------------------------------------------------------------------------- reading back
 
 
