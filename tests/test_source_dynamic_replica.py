@@ -38,9 +38,9 @@ def test_reads_known_geometry(download):
 
 def test_cameras_and_splits(download):
     root, _ = download
-    names = [s.name for s in get_source("dynamic_replica")(root, cameras=["left", "right"]).sequences()]
+    names = [s.name for s in get_source("dynamic_replica")(root, splits=["train", "valid"], cameras=["left", "right"]).sequences()]
     assert names == ["train/fixture-3_obj/left", "train/fixture-3_obj/right", "valid/fixture-9_obj/left", "valid/fixture-9_obj/right"]
-    names = [s.name for s in get_source("dynamic_replica")(root, exclude=["fixture-3_obj"]).sequences()]
+    names = [s.name for s in get_source("dynamic_replica")(root, splits=["train", "valid"], exclude=["fixture-3_obj"]).sequences()]
     assert names == ["valid/fixture-9_obj/left"]
 
 

@@ -41,7 +41,7 @@ def test_reads_known_geometry(download):
 
 def test_splits_listed_separately(download):
     root, _ = download
-    names = [s.name for s in get_source("pointodyssey")(root).sequences()]
+    names = [s.name for s in get_source("pointodyssey")(root, splits=["train", "val"]).sequences()]
     assert names == ["train/ani_fixture", "val/ani_val"]
 
 

@@ -94,7 +94,7 @@ class DynamicReplicaSource(DatasetSource):
 
     name = "dynamic_replica"
 
-    def __init__(self, root, splits=("train", "valid", "test"), cameras=("left",), half_pixel_shift: bool = True,
+    def __init__(self, root, splits=("train",), cameras=("left",), half_pixel_shift: bool = True,
                  axes: str = "pytorch3d", fps: float | None = None, exclude=()):
         super().__init__(root)
         if axes not in ("pytorch3d", "opencv"):

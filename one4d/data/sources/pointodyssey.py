@@ -67,7 +67,7 @@ class PointOdysseySource(DatasetSource):
 
     name = "pointodyssey"
 
-    def __init__(self, root, splits=("train", "val", "test"), depth_max: float = 1000.0, orthonormalize: bool = True,
+    def __init__(self, root, splits=("train",), depth_max: float = 1000.0, orthonormalize: bool = True,
                  fps: float | None = 30.0):
         super().__init__(root)
         self.splits = list(splits)
