@@ -68,7 +68,7 @@ def test_wrong_depth_scale_fails_the_self_check(download):
 
 def test_other_layout_is_one_line(tmp_path):
     (tmp_path / "train" / "ani_fixture" / "images").mkdir(parents=True)
-    with pytest.raises(SourceLayoutError, match=r"expected train/, val/, test/ folders holding <sequence>/rgbs/rgb_00000\.jpg") as error:
+    with pytest.raises(SourceLayoutError, match=r"expected train/<sequence>/rgbs/rgb_00000\.jpg") as error:
         get_source("pointodyssey")(tmp_path).sequences()
     assert "\n" not in str(error.value)
 

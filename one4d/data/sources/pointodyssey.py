@@ -82,7 +82,7 @@ class PointOdysseySource(DatasetSource):
                 count = len(list(folder.glob("rgb_*.jpg")))
                 found.append(SequenceInfo(f"{split}/{folder.parent.name}", count, self.fps, split))
         if not found:
-            raise SourceLayoutError(self.name, self.root, f"{'/, '.join(self.splits)}/ folders holding <sequence>/rgbs/rgb_00000.jpg")
+            raise SourceLayoutError(self.name, self.root, f"{'|'.join(self.splits)}/<sequence>/rgbs/rgb_00000.jpg")
         return found
 
     def read_frame(self, sequence: SequenceInfo, index: int) -> SourceFrame:
