@@ -226,6 +226,76 @@ def write_bedlam(root: Path, scene: Scene, sequence: str = "seq_000000", sky_row
     return folder
 
 
+# ----------------------------------------------------------------------------- SpatialVID
+
+SPATIALVID_CLIP = "group_0001/0a1b2c3d-4e5f-6789-abcd-ef0123456789"
+SPATIALVID_VIDEO_FPS = 10.0
+SPATIALVID_INTERVAL = 2  # annotated every int(0.2 * 10) = 2 video frames (utils/extract_frames.py)
+
+
+def write_exr_half(file, values: np.ndarray, channel: str) -> None:
+    """A HALF single-channel EXR (legacy API, as SpatialVID's cvd_opt.py writes its disparity)."""
+    import Imath
+    import OpenEXR
+
+    header = OpenEXR.Header(values.shape[1], values.shape[0])
+    header["channels"] = {channel: Imath.Channel(Imath.PixelType(Imath.PixelType.HALF))}
+    exr = OpenEXR.OutputFile(str(file), header)
+    exr.writePixels({channel: values.astype(np.float16).tobytes()})
+    exr.close()
+
+
+def csr_parts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data, indices, indptr) of a bool (H, W) mask in compressed sparse row form (scipy.sparse.csr_matrix's)."""
+    from scipy.sparse import csr_matrix
+
+    matrix = csr_matrix(mask.astype(np.uint8))
+    return matrix.data, matrix.indices, matrix.indptr
+
+
+def write_spatialvid(root: Path, scene: Scene, caption: str = "A handheld camera walks through a bright room.",
+                     sky_rows: int = 1) -> Path:
+    """One SpatialVID clip: a 10 fps mp4 at twice the depth resolution whose even frames are the scene's frames
+    (odd frames are other pictures), indexes.txt ``i 2i``, a zip of HALF disparity EXRs (top rows 0 = no depth),
+    poses.npy (w2c, t + xyzw quaternion, float32), normalised intrinsics.npy, CSR dyn_masks.npz, caption.json."""
+    from scipy.spatial.transform import Rotation
+
+    from one4d.data.clip import write_video
+
+    annotations = root / "annotations" / SPATIALVID_CLIP
+    annotations.mkdir(parents=True)
+    frames, height, width = scene.depth.shape
+    video = []
+    for frame in scene.rgb:  # the video is 2x the depth size: 2x2 blocks average back to the scene's pixels
+        big = frame.repeat(2, axis=0).repeat(2, axis=1)
+        video += [big, 255 - big]
+    (root / "videos" / SPATIALVID_CLIP).parent.mkdir(parents=True)
+    write_video(root / "videos" / f"{SPATIALVID_CLIP}.mp4", np.stack(video), fps=SPATIALVID_VIDEO_FPS)
+
+    (root / "depths" / SPATIALVID_CLIP).parent.mkdir(parents=True)
+    with zipfile.ZipFile(root / "depths" / f"{SPATIALVID_CLIP}.zip", "w") as archive:
+        for index, depth in enumerate(scene.depth):
+            disparity = 1.0 / depth
+            disparity[:sky_rows] = 0.0
+            exr = root / "tmp.exr"
+            write_exr_half(exr, disparity, "Z")
+            archive.write(exr, f"{index:05d}.exr")
+            exr.unlink()
+
+    poses = [np.concatenate([pose[:3, 3], Rotation.from_matrix(pose[:3, :3]).as_quat()]) for pose in scene.world_to_camera]
+    np.save(annotations / "poses.npy", np.array(poses, dtype=np.float32))  # (N, 7) t, qx qy qz qw
+    k = scene.intrinsics
+    normalised = np.stack([k[:, 0, 0] / width, k[:, 1, 1] / height, (k[:, 0, 2] + 0.5) / width, (k[:, 1, 2] + 0.5) / height], axis=1)
+    np.save(annotations / "intrinsics.npy", normalised.astype(np.float32))  # (N, 4); 0.5, 0.5 for a centred camera
+    (annotations / "indexes.txt").write_text("".join(f"{i} {i * SPATIALVID_INTERVAL}\n" for i in range(frames)))
+    parts = {"shape": np.array([height, width])}
+    for index, mask in enumerate(scene.dynamic_mask):
+        parts[f"f_{index}_data"], parts[f"f_{index}_indices"], parts[f"f_{index}_indptr"] = csr_parts(mask)
+    np.savez(annotations / "dyn_masks.npz", **parts)
+    (annotations / "caption.json").write_text(json.dumps({"CameraMotion": "forward", "SceneDescription": caption}))
+    return annotations
+
+
 # ----------------------------------------------------------------------------- reading back
 
 
