@@ -76,3 +76,12 @@ def test_config_options_construct_the_source(download):
     assert get_source("dynamic_replica")(root, **config_options("dynamic_replica")).sequences()
     with pytest.raises(TypeError):
         get_source("dynamic_replica")(root, **config_options("dynamic_replica"), no_such_option=1)
+
+
+def test_ndc_norm_image_bounds_intrinsics():
+    """The other NDC layout scales each axis by its own half size (dynamic_stereo lines 86-102), then the half pixel."""
+    from one4d.data.sources.dynamic_replica import ndc_to_pixel_intrinsics
+
+    K = ndc_to_pixel_intrinsics(np.array([2.0, 3.0]), np.array([0.1, -0.2]), "ndc_norm_image_bounds", height=20, width=40,
+                                half_pixel_shift=True)
+    np.testing.assert_allclose(K, [[40.0, 0.0, 20 - 2.0 - 0.5], [0.0, 30.0, 10 + 2.0 - 0.5], [0.0, 0.0, 1.0]])

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,44 +49,58 @@ DEPTH_EPS = 1e-5
 PYTORCH3D_TO_OPENCV = np.diag([-1.0, -1.0, 1.0])  # camera +X left, +Y up -> +X right, +Y down
 
 
-def _slim(record: dict) -> dict:
-    """The fields a frame needs, so a split's annotations take little memory once parsed."""
-    return {
-        "frame": int(record["frame_number"]),
-        "image": record["image"]["path"],
-        "size": tuple(record["image"]["size"]),  # (H, W)
-        "depth": (record.get("depth") or {}).get("path"),
-        "mask": (record.get("mask") or {}).get("path"),
-        "viewpoint": record["viewpoint"],
-    }
+NDC_FORMATS = ("ndc_isotropic", "ndc_norm_image_bounds")
 
 
-@lru_cache(maxsize=2)
-def _load_split(path: str) -> dict[tuple[str, str], list[dict]]:
-    """frame_annotations_<split>.jgz -> {(sequence, camera): records sorted by frame number}, parsed once per process."""
+@dataclass
+class _Frame:
+    """What one annotation record says about a frame, kept compact: a split's records stay in memory per worker."""
+
+    number: int
+    image: str  # paths relative to the split folder
+    depth: str | None
+    mask: str | None
+    size: tuple[int, int]  # (H, W)
+    camera: np.ndarray  # (16,) float64: R (9, row-vector convention), T (3), focal_length (2), principal_point (2)
+    ndc_format: int  # index into NDC_FORMATS
+
+
+def _frame(record: dict) -> _Frame:
+    viewpoint = record["viewpoint"]
+    layout = viewpoint.get("intrinsics_format", "ndc_isotropic").lower()
+    if layout not in NDC_FORMATS:
+        raise ValueError(f"unknown intrinsics_format {layout!r} (expected {' or '.join(NDC_FORMATS)})")
+    camera = np.concatenate([np.asarray(viewpoint[key], dtype=np.float64).reshape(-1)
+                             for key in ("R", "T", "focal_length", "principal_point")])
+    if camera.shape != (16,):
+        raise ValueError(f"viewpoint of frame {record['frame_number']} has {camera.size} numbers in R, T, focal_length, principal_point, not 16")
+    return _Frame(int(record["frame_number"]), record["image"]["path"], (record.get("depth") or {}).get("path"),
+                  (record.get("mask") or {}).get("path"), tuple(record["image"]["size"]), camera, NDC_FORMATS.index(layout))
+
+
+@lru_cache(maxsize=3)
+def _load_split(path: str, cameras: tuple[str, ...]) -> dict[tuple[str, str], list[_Frame]]:
+    """frame_annotations_<split>.jgz -> {(sequence, camera): frames sorted by frame number} for ``cameras``, parsed
+    once per process (the JSON is large: only the fields used are kept)."""
     try:
         with gzip.open(path, "rt", encoding="utf8") as file:
             records = json.load(file)
-        grouped: dict[tuple[str, str], list[dict]] = {}
+        grouped: dict[tuple[str, str], list[_Frame]] = {}
         for record in records:
-            grouped.setdefault((record["sequence_name"], record["camera_name"]), []).append(_slim(record))
+            if record["camera_name"] in cameras:
+                grouped.setdefault((record["sequence_name"], record["camera_name"]), []).append(_frame(record))
     except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
-        raise FrameReadError(f"cannot read annotations {path}: {error!r}") from None
-    return {key: sorted(frames, key=lambda frame: frame["frame"]) for key, frames in sorted(grouped.items())}
+        raise FrameReadError(f"cannot read annotations {path}: {error}") from None
+    return {key: sorted(frames, key=lambda frame: frame.number) for key, frames in sorted(grouped.items())}
 
 
-def ndc_to_pixel_intrinsics(viewpoint: dict, height: int, width: int, half_pixel_shift: bool) -> np.ndarray:
-    """A record's NDC focal length and principal point -> (3, 3) pixel K (dynamic_stereo lines 86-102)."""
+def ndc_to_pixel_intrinsics(focal_ndc: np.ndarray, principal_ndc: np.ndarray, ndc_format: str, height: int, width: int,
+                            half_pixel_shift: bool) -> np.ndarray:
+    """NDC focal length (2,) and principal point (2,) -> (3, 3) pixel K (dynamic_stereo lines 86-102)."""
     half = np.array([width / 2.0, height / 2.0])
-    layout = viewpoint.get("intrinsics_format", "ndc_isotropic").lower()
-    if layout == "ndc_isotropic":
-        scale = half.min()
-    elif layout == "ndc_norm_image_bounds":
-        scale = half
-    else:
-        raise FrameReadError(f"unknown intrinsics_format {layout!r} (expected ndc_isotropic or ndc_norm_image_bounds)")
-    focal = np.asarray(viewpoint["focal_length"], dtype=np.float64) * scale  # (2,) pixels
-    centre = half - np.asarray(viewpoint["principal_point"], dtype=np.float64) * scale - (0.5 if half_pixel_shift else 0.0)
+    scale = half.min() if ndc_format == "ndc_isotropic" else half  # ndc_norm_image_bounds: per axis
+    focal = focal_ndc * scale  # (2,) pixels
+    centre = half - principal_ndc * scale - (0.5 if half_pixel_shift else 0.0)
     return np.array([[focal[0], 0.0, centre[0]], [0.0, focal[1], centre[1]], [0.0, 0.0, 1.0]])
 
 
@@ -112,8 +127,8 @@ class DynamicReplicaSource(DatasetSource):
             if not path.is_file():
                 continue
             present = True
-            for (sequence, camera), frames in _load_split(str(path)).items():
-                if camera in self.cameras and sequence not in self.exclude:
+            for (sequence, camera), frames in _load_split(str(path), tuple(self.cameras)).items():
+                if sequence not in self.exclude:
                     found.append(SequenceInfo(f"{split}/{sequence}/{camera}", len(frames), self.fps, split))
         if not present:
             first = self.splits[0] if self.splits else "train"
@@ -123,27 +138,25 @@ class DynamicReplicaSource(DatasetSource):
     def read_frame(self, sequence: SequenceInfo, index: int) -> SourceFrame:
         split, name, camera = sequence.name.split("/")
         path = self._annotations(split)
-        frames = _load_split(str(path)).get((name, camera), [])
+        frames = _load_split(str(path), tuple(self.cameras)).get((name, camera), [])
         check_index(index, len(frames), path)
-        record, folder = frames[index], self.root / split
-        if not record["depth"]:
-            raise FrameReadError(f"{path}: frame {record['frame']} of {name}/{camera} has no depth path")
-        rgb = read_rgb(folder / record["image"])
-        depth = read_png_uint16(folder / record["depth"]).view(np.float16).astype(np.float32)  # (H, W) metres
+        frame, folder = frames[index], self.root / split
+        if not frame.depth:
+            raise FrameReadError(f"{path}: frame {frame.number} of {name}/{camera} has no depth path")
+        rgb = read_rgb(folder / frame.image)
+        depth = read_png_uint16(folder / frame.depth).view(np.float16).astype(np.float32)  # (H, W) metres
         depth[depth < DEPTH_EPS] = 0.0
-        height, width = record["size"]
+        height, width = frame.size
         if rgb.shape[:2] != (height, width) or depth.shape != (height, width):
-            raise FrameReadError(f"{folder / record['image']}: image {rgb.shape[:2]} / depth {depth.shape} differ from the annotated size {(height, width)}")
-        mask = None
-        if record["mask"]:
-            mask = read_rgb(folder / record["mask"])[..., 0] > 127  # 0 / 255 foreground PNG
-        viewpoint = record["viewpoint"]
-        rotation = np.asarray(viewpoint["R"], dtype=np.float64).T  # row-vector R -> column form x_cam = R^T x + T
-        translation = np.asarray(viewpoint["T"], dtype=np.float64)
+            raise FrameReadError(f"{folder / frame.image}: image {rgb.shape[:2]} / depth {depth.shape} differ from the annotated size {(height, width)}")
+        mask = read_rgb(folder / frame.mask)[..., 0] > 127 if frame.mask else None  # 0 / 255 foreground PNG
+        rotation = frame.camera[:9].reshape(3, 3).T  # row-vector R -> column form x_cam = R^T x + T
+        translation = frame.camera[9:12]
         if self.axes == "pytorch3d":
             rotation, translation = PYTORCH3D_TO_OPENCV @ rotation, PYTORCH3D_TO_OPENCV @ translation
         world_to_camera = make_pose(torch.from_numpy(rotation), torch.from_numpy(translation)).numpy()
-        intrinsics = ndc_to_pixel_intrinsics(viewpoint, height, width, self.half_pixel_shift)
+        intrinsics = ndc_to_pixel_intrinsics(frame.camera[12:14], frame.camera[14:16], NDC_FORMATS[frame.ndc_format],
+                                             height, width, self.half_pixel_shift)
         return SourceFrame(rgb=rgb, depth=depth, intrinsics=intrinsics, world_to_camera=world_to_camera, dynamic_mask=mask)
 
 
