@@ -83,6 +83,7 @@ class One4DPipeline:
         self.vae_scale_factor_spatial = int(getattr(vae.config, "scale_factor_spatial", 8))
         self._offload_device: torch.device | None = None
         self._transformer_placed = False  # True once group offloading manages where the transformer's weights are
+        self.batched_decode = False  # True: RGB and XYZ latents in one VAE call (equal within float rounding, ~1e-6)
 
     # ------------------------------------------------------------------ memory options
 
@@ -288,9 +289,12 @@ class One4DPipeline:
         if output_type == "latent":
             return One4DPipelineOutput(None, None, None, observed_out, rgb_latents, xyz_latents)
 
-        # 7. Decode both modalities with the Wan VAE and undo the pointmap normalisation
-        rgb = (self.decode(rgb_latents) + 1) / 2  # (1, F, H, W, 3) in [0, 1]
-        normalized = self.decode(xyz_latents)  # (1, F, H, W, 3) in [-1, 1]
+        # 7. Decode both modalities with the Wan VAE (one batched call if batched_decode) and undo the pointmap normalisation
+        if self.batched_decode:
+            rgb, normalized = self.decode(torch.cat([rgb_latents, xyz_latents])).chunk(2)  # (1, F, H, W, 3) each
+        else:
+            rgb, normalized = self.decode(rgb_latents), self.decode(xyz_latents)
+        rgb = (rgb + 1) / 2  # (1, F, H, W, 3) in [0, 1]; normalized in [-1, 1]
         centre = torch.as_tensor(pointmap_centre, dtype=torch.float32)
         pointmaps = denormalize_pointmaps(normalized, centre, torch.as_tensor(float(pointmap_scale)))
 
