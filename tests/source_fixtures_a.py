@@ -85,9 +85,10 @@ NED_AXES_IN_OPENCV = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]
 
 
 def write_tartanair(root: Path, scene: KnownScene, env: str = "fixtureenv", difficulty: str = "Easy",
-                    trajectory: str = "P000") -> Path:
-    """<root>/<env>/<env>/<difficulty>/<trajectory>/{image_left, depth_left, pose_left.txt} (NED camera-to-world)."""
-    folder = Path(root) / env / env / difficulty / trajectory
+                    trajectory: str = "P000", doubled: bool = True) -> Path:
+    """<root>/<env>/<env>/<difficulty>/<trajectory>/{image_left, depth_left, pose_left.txt} (NED camera-to-world), as the
+    official zips unzip (``doubled``), or with one <env> folder."""
+    folder = Path(root) / env / (env if doubled else "") / difficulty / trajectory
     lines = []
     for index, (rgb, depth, world_to_camera) in enumerate(zip(scene.rgb, scene.depth, scene.world_to_camera)):
         _save_png(folder / "image_left" / f"{index:06d}_left.png", rgb)

@@ -18,6 +18,7 @@ def download(tmp_path_factory):
     root = tmp_path_factory.mktemp("tartanair")
     scene = known_scene()
     write_tartanair(root, scene, difficulty="Easy", trajectory="P000")
+    write_tartanair(root, scene, env="otherenv", difficulty="Hard", trajectory="P001", doubled=False)
     return root, scene
 
 
@@ -25,7 +26,8 @@ def test_reads_known_geometry(download):
     root, scene = download
     source = get_source("tartanair")(root, **tartanair_options(scene))
     sequences = source.sequences()
-    assert [(s.name, s.num_frames) for s in sequences] == [("fixtureenv/fixtureenv/Easy/P000/left", 6)]
+    assert [(s.name, s.num_frames) for s in sequences] == [("fixtureenv/fixtureenv/Easy/P000/left", 6), ("otherenv/Hard/P001/left", 6)]
+    assert [s.name for s in get_source("tartanair")(root, difficulties=["Hard"]).sequences()] == ["otherenv/Hard/P001/left"]
     read = read_all(source, sequences[0])
     check_depth(read["depth"], scene.depth, tolerance=1e-6)  # float32 metres; the 10 km sky reads 0
     # cx = W/2, cy = H/2 from the corner in the file -> (W-1)/2, (H-1)/2 with integer pixel centres.
