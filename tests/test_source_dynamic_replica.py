@@ -11,6 +11,7 @@ import pytest
 from source_fixtures_a import check_depth, config_options, known_scene, read_all, self_check, write_dynamic_replica
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
+from one4d.data.sources.dynamic_replica import _load_split
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,9 @@ def test_reads_known_geometry(download):
     source = get_source("dynamic_replica")(root, splits=["train"])
     sequences = source.sequences()
     assert [(s.name, s.num_frames, s.split) for s in sequences] == [("train/fixture-3_obj/left", 6, "train")]
+    _load_split.cache_clear()
     read = read_all(source, sequences[0])
+    assert _load_split.cache_info().misses == 1  # the per-sequence file is parsed once, not once per frame
     # float16 depth: relative rounding 2^-11 (0.05 %), so <= 4 mm at the scene's 8 m; 0 stays invalid.
     check_depth(read["depth"], scene.depth, tolerance=np.abs(scene.depth).max() * 2.0**-11)
     np.testing.assert_allclose(read["intrinsics"], scene.intrinsics, atol=1e-9)  # NDC in JSON float64

@@ -28,7 +28,9 @@ def test_reads_known_geometry(download):
     source = get_source("pointodyssey")(root, splits=["train"])
     sequences = source.sequences()
     assert [(s.name, s.num_frames, s.split) for s in sequences] == [("train/ani_fixture", 6, "train")]  # val not crossed
+    _load_cameras.cache_clear()
     read = read_all(source, sequences[0])
+    assert _load_cameras.cache_info().misses == 1  # the per-sequence file is parsed once, not once per frame
     # Depth codes are z * 65535 / 1000 truncated: at most one step, 1000 / 65535 m = 1.5 cm, low. Code 65535 is sky -> 0.
     check_depth(read["depth"], scene.depth, tolerance=1000 / 65535 + 1e-6)
     assert (read["depth"][:, 0, :3] == 0).all()

@@ -13,6 +13,7 @@ pytest.importorskip("h5py")  # the [data] extra
 from source_fixtures_a import check_depth, config_options, known_scene, read_all, self_check, write_spring  # noqa: E402
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source  # noqa: E402
+from one4d.data.sources.spring import _load_cameras  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,9 @@ def test_reads_known_geometry(download):
     source = get_source("spring")(root)
     sequences = source.sequences()
     assert [(s.name, s.num_frames, s.split) for s in sequences] == [("train/0001/left", 6, "train")]
+    _load_cameras.cache_clear()
     read = read_all(source, sequences[0])
+    assert _load_cameras.cache_info().misses == 1  # the per-sequence file is parsed once, not once per frame
     # float32 disparity -> depth within float32 rounding (1e-6 relative); the other three 2x samples differ on
     # purpose, so anything but [::2, ::2] fails. NaN disparity reads as non-finite depth (invalid).
     check_depth(read["depth"], scene.depth, tolerance=1e-5)

@@ -11,6 +11,7 @@ import pytest
 from source_fixtures_a import check_depth, config_options, known_scene, read_all, self_check, tartanair_options, write_tartanair
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
+from one4d.data.sources.tartanair import _load_poses
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,9 @@ def test_reads_known_geometry(download):
     sequences = source.sequences()
     assert [(s.name, s.num_frames) for s in sequences] == [("fixtureenv/fixtureenv/Easy/P000/left", 6), ("otherenv/Hard/P001/left", 6)]
     assert [s.name for s in get_source("tartanair")(root, difficulties=["Hard"]).sequences()] == ["otherenv/Hard/P001/left"]
+    _load_poses.cache_clear()
     read = read_all(source, sequences[0])
+    assert _load_poses.cache_info().misses == 1  # the per-sequence file is parsed once, not once per frame
     check_depth(read["depth"], scene.depth, tolerance=1e-6)  # float32 metres; the 10 km sky reads 0
     # cx = W/2, cy = H/2 from the corner in the file -> (W-1)/2, (H-1)/2 with integer pixel centres.
     np.testing.assert_allclose(read["intrinsics"], scene.intrinsics, atol=1e-9)
