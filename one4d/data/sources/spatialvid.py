@@ -137,8 +137,11 @@ class SpatialVIDSource(DatasetSource):
         for path in poses:
             clip = path.parent
             name = f"{clip.parent.name}/{clip.name}"
-            count = int(np.load(path, mmap_mode="r").shape[0])
-            found.append(SequenceInfo(name, count, self._fps(clip, name), split=None))
+            try:  # an unreadable poses.npy lists the clip with 0 frames: the report names it as skipped, the run goes on
+                count = int(np.load(path, mmap_mode="r").shape[0])
+            except (OSError, ValueError):
+                count = 0
+            found.append(SequenceInfo(name, count, self._fps(clip, name) if count else None, split=None))
         return found
 
     def _fps(self, clip: Path, name: str) -> float | None:
@@ -149,14 +152,15 @@ class SpatialVIDSource(DatasetSource):
         video_path = self.root / "videos" / f"{name}.mp4"
         if not indexes_path.is_file() or not video_path.is_file():
             return None
-        indexes = read_indexes(indexes_path)
-        if len(indexes) < 2:
-            return None
         video = _Video(video_path)
         try:
-            fps = video.fps()
+            indexes, fps = read_indexes(indexes_path), video.fps()
+        except FrameReadError:  # read_frame reports the broken file for each segment
+            return None
         finally:
             video.close()
+        if len(indexes) < 2:
+            return None
         interval = float(np.median(np.diff(indexes)))
         return fps / interval if fps > 0 and interval > 0 else None
 
@@ -181,7 +185,11 @@ class SpatialVIDSource(DatasetSource):
         files["zip"], files["zip_path"] = archive, zip_path
         files["members"] = {Path(member).stem: member for member in archive.namelist() if member.endswith(".exr")}
         masks = clip / "dyn_masks.npz"
-        files["masks"] = np.load(masks) if masks.is_file() else None
+        try:
+            files["masks"] = np.load(masks) if masks.is_file() else None
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            archive.close()
+            raise FrameReadError(f"cannot read {masks}: {error}") from None
         files["video"] = _Video(self.root / "videos" / f"{sequence.name}.mp4")
         self._open = files
         return files
@@ -191,6 +199,8 @@ class SpatialVIDSource(DatasetSource):
         if self._open is not None:
             self._open["zip"].close()
             self._open["video"].close()
+            if self._open["masks"] is not None:
+                self._open["masks"].close()
             self._open = None
 
     def read_frame(self, sequence: SequenceInfo, index: int) -> SourceFrame:
