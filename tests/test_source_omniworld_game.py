@@ -96,3 +96,14 @@ def test_missing_depth_file(download, tmp_path):
     source = get_source("omniworld_game")(copy)
     with pytest.raises(FrameReadError, match="000012.png"):
         source.read_frame(source.sequences()[0], 2)
+
+
+def test_broken_split_info_is_a_skipped_sequence(download, tmp_path):
+    root, _ = download
+    copy = tmp_path / "copy"
+    shutil.copytree(root / OMNIWORLD_UID, copy / "0b3caf48b79d")
+    shutil.copytree(root / OMNIWORLD_UID, copy / OMNIWORLD_UID)
+    (copy / "0b3caf48b79d" / "split_info.json").write_text("{not json")
+    sequences = get_source("omniworld_game")(copy).sequences()
+    assert [(s.name, s.num_frames) for s in sequences] == [
+        ("0b3caf48b79d/split_info.json", 0), (f"{OMNIWORLD_UID}/split_0", 6), (f"{OMNIWORLD_UID}/split_1", 3)]

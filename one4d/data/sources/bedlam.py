@@ -122,7 +122,13 @@ class BedlamSource(DatasetSource):
             if scene.name in self.skip_scenes or any(part in scene.name for part in self.skip_containing):
                 continue
             prefix = "" if scene == self.root else f"{scene.name}/"
-            for sequence in _sequence_names(scene / "be_seq.csv"):
+            try:
+                names = _sequence_names(scene / "be_seq.csv")
+            except (OSError, UnicodeDecodeError, csv.Error):
+                # listed with 0 frames, so the report names the broken file as a skipped sequence and the run goes on
+                found.append(SequenceInfo(f"{prefix}be_seq.csv", 0, None))
+                continue
+            for sequence in names:
                 camera = scene / "ground_truth" / "camera" / f"{sequence}_camera.csv"
                 if camera.is_file():  # rows = lines after the header; a broken file fails in read_frame, per segment
                     rows = sum(1 for line in camera.read_text(errors="replace").splitlines()[1:] if line.strip())

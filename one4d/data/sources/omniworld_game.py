@@ -109,13 +109,15 @@ class OmniWorldGameSource(DatasetSource):
             raise SourceLayoutError(self.name, self.root, "<uid>/split_info.json (scenes extracted by scripts/extract_one_game_scene.sh)")
         found = []
         for scene in scenes:
+            prefix = "" if scene == self.root else f"{scene.name}/"
             try:
                 splits = json.loads((scene / "split_info.json").read_text())["split"]
                 fps_file = scene / "fps.txt"
                 fps = float(fps_file.read_text().split()[0]) if fps_file.is_file() else self.fps
-            except (OSError, ValueError, KeyError, IndexError) as error:
-                raise SourceLayoutError(self.name, self.root, f"a readable {scene / 'split_info.json'} ({error!r})") from None
-            prefix = "" if scene == self.root else f"{scene.name}/"
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                # listed with 0 frames, so the report names the broken file as a skipped sequence and the run goes on
+                found.append(SequenceInfo(f"{prefix}split_info.json", 0, None))
+                continue
             found += [SequenceInfo(f"{prefix}split_{i}", len(indices), fps, split=None) for i, indices in enumerate(splits)]
         return found
 
