@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from one4d.data.synthetic import render_scene
-from one4d.geometry import camera_centers, invert_pose, relative_to_first
-
-import torch
+from one4d.geometry import relative_to_first
 
 
 @dataclass
@@ -66,14 +65,6 @@ def relative(world_to_camera: np.ndarray) -> np.ndarray:
     return relative_to_first(torch.as_tensor(np.asarray(world_to_camera, dtype=np.float64))).numpy()
 
 
-def camera_to_world(world_to_camera: np.ndarray) -> np.ndarray:
-    return invert_pose(torch.as_tensor(world_to_camera)).numpy()
-
-
-def centres(world_to_camera: np.ndarray) -> np.ndarray:
-    return camera_centers(torch.as_tensor(world_to_camera)).numpy()
-
-
 def save_png16(path: Path, codes: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(codes.astype(np.uint16)).save(path)
@@ -108,7 +99,7 @@ def write_vkitti2(root: Path, scene: Scene, sky_rows: int = 2) -> str:
             extrinsic.append(f"{index} {camera} " + " ".join(f"{value:.9f}" for value in matrix.reshape(-1)))
     (text / "intrinsic.txt").write_text("\n".join(intrinsic) + "\n")
     (text / "extrinsic.txt").write_text("\n".join(extrinsic) + "\n")
-    return f"{base.replace('/', '/')}/Camera_0"
+    return f"{base}/Camera_0"
 
 
 # ----------------------------------------------------------------------------- OmniWorld-Game

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from source_fixtures_b import make_scene, read_sequence, relative, self_check, write_vkitti2
+from source_fixtures_b import make_scene, read_sequence, self_check, write_vkitti2
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 
@@ -38,12 +38,27 @@ def test_reads_known_geometry(download):
 
 def test_wrong_pose_convention_fails_the_self_check(download):
     root, _ = download
-    right = read_sequence(get_source("vkitti2")(root), get_source("vkitti2")(root).sequences()[0])
-    wrong_source = get_source("vkitti2")(root, extrinsic="camera_to_world")
-    wrong = read_sequence(wrong_source, wrong_source.sequences()[0])
+    sequence = get_source("vkitti2")(root).sequences()[0]
+    right = read_sequence(get_source("vkitti2")(root), sequence)
+    wrong = read_sequence(get_source("vkitti2")(root, extrinsic="camera_to_world"), sequence)
     check = self_check(right)
     assert check.error < 0.01 and not check.flagged()  # centimetre quantisation at a few metres: well under 1 %
     assert self_check(wrong).flagged()
+
+
+def test_renamed_or_merged_archive_folders(download, tmp_path):
+    """vidar's rgb/ depth/ textgt/ names, or all three archives extracted into one folder, read the same."""
+    import shutil
+
+    root, scene = download
+    renamed, merged = tmp_path / "renamed", tmp_path / "merged"
+    for modality in ("rgb", "depth", "textgt"):
+        shutil.copytree(root / f"vkitti_2.0.3_{modality}", renamed / modality)
+        shutil.copytree(root / f"vkitti_2.0.3_{modality}", merged, dirs_exist_ok=True)
+    for layout in (renamed, merged):
+        source = get_source("vkitti2")(layout)
+        read = read_sequence(source, source.sequences()[0])
+        np.testing.assert_allclose(read["world_to_camera"], scene.world_to_camera, atol=1e-8)
 
 
 def test_other_layout_is_one_line(tmp_path):
