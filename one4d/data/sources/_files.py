@@ -58,15 +58,16 @@ def check_index(index: int, count: int, path: str | Path) -> None:
         raise FrameReadError(f"{path} has {count} frames, frame {index} requested")
 
 
-def read_text_rows(path: Path, columns: int) -> np.ndarray:
-    """A whitespace-separated numeric text file (pose / camera files) as (N, columns) float64; blank and '#' lines
-    are skipped, a line of another width or with non-numbers is one FrameReadError naming the file and line."""
+def read_text_rows(path: Path, columns: int, header_lines: int = 0) -> np.ndarray:
+    """A whitespace-separated numeric text file (pose / camera files) as (N, columns) float64; the first
+    ``header_lines`` lines (column names, as VKITTI2's) and blank and '#' lines are skipped, a line of another width
+    or with non-numbers is one FrameReadError naming the file and line."""
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise FrameReadError(f"cannot read {path}: {error}") from None
     rows = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines[header_lines:], start=header_lines + 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from one4d.data.sources._files import read_png_uint16, read_rgb
+from one4d.data.sources._files import read_png_uint16, read_rgb, read_text_rows
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame, SourceLayoutError
 
 SKY_CODE = 65535
@@ -52,13 +52,10 @@ def _modality_root(root: Path, modality: str) -> Path | None:
 
 
 @lru_cache(maxsize=8)
-def _read_table(path: str) -> dict[tuple[int, int], np.ndarray]:
-    """A VKITTI2 text table (header line, then ``frame cameraID values...``) -> {(frame, camera): float64 values}."""
-    try:
-        lines = Path(path).read_text().splitlines()[1:]
-        rows = [np.array(line.split(), dtype=np.float64) for line in lines if line.strip()]
-    except (OSError, ValueError) as error:
-        raise FrameReadError(f"cannot read {path}: {error}") from None
+def _read_table(path: str, values: int) -> dict[tuple[int, int], np.ndarray]:
+    """A VKITTI2 text table (a header line, then ``frame cameraID`` and ``values`` numbers per row) ->
+    {(frame, camera): (values,) float64}; read once per sequence."""
+    rows = read_text_rows(Path(path), 2 + values, header_lines=1)  # (N, 2 + values)
     return {(int(row[0]), int(row[1])): row[2:] for row in rows}
 
 
@@ -120,9 +117,9 @@ class VKITTI2Source(DatasetSource):
         """The values of (frame, camera) in a VKITTI2 table; FrameReadError when the file or row is missing."""
         if not path.is_file():
             raise FrameReadError(f"missing {path}")
-        row = _read_table(str(path)).get((frame, camera))
-        if row is None or len(row) != length:
-            raise FrameReadError(f"{path} has no {length}-value row for frame {frame} camera {camera}")
+        row = _read_table(str(path), length).get((frame, camera))
+        if row is None:
+            raise FrameReadError(f"{path} has no row for frame {frame} camera {camera}")
         return row
 
 
