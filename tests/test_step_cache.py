@@ -80,3 +80,18 @@ def test_only_the_dlc_wrapper_and_non_negative_thresholds():
         StepCache(load_pipeline(architecture="channel_concat").transformer, 0.1)
     with pytest.raises(ValueError, match=">= 0"):
         StepCache(load_pipeline().transformer, -1.0)
+
+
+def test_sampler_options_reach_the_loader_and_sequence_parallel_is_refused():
+    from omegaconf import OmegaConf
+
+    from one4d.pipeline.cli import acceleration_options
+
+    cfg = OmegaConf.create({"acceleration": {"step_cache_threshold": 0.1, "compile": False, "batched_decode": True},
+                            "parallel": {"cfg": 2, "ulysses": 1, "ring": 1}})
+    assert acceleration_options(cfg) == {"step_cache_threshold": 0.1, "compile_blocks": False, "batched_decode": True}
+    cfg.parallel.ulysses = 2
+    with pytest.raises(ValueError, match="parallel.ulysses/ring > 1"):
+        acceleration_options(cfg)
+    pipe = load_pipeline(step_cache_threshold=0.1)
+    assert isinstance(vars(pipe.transformer)["_layer"], StepCache) and pipe.step_cache.threshold == 0.1

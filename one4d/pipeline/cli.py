@@ -179,11 +179,27 @@ def resolve_device(name: str):
     return device
 
 
+def acceleration_options(cfg: DictConfig) -> dict:
+    """``load_pipeline``'s keyword arguments from ``acceleration.*``; ValueError for a value that cannot work."""
+    acceleration = cfg.get("acceleration") or {}
+    options = {"step_cache_threshold": float(acceleration.get("step_cache_threshold") or 0.0),
+               "compile_blocks": bool(acceleration.get("compile", False)),
+               "batched_decode": bool(acceleration.get("batched_decode", False))}
+    if options["step_cache_threshold"] < 0:
+        raise ValueError(f"acceleration.step_cache_threshold must be >= 0 (0 = off), got {options['step_cache_threshold']}")
+    parallel = cfg.get("parallel") or {}
+    if options["step_cache_threshold"] > 0 and max(int(parallel.get("ulysses", 1)), int(parallel.get("ring", 1))) > 1:
+        raise ValueError("acceleration.step_cache_threshold decides on whole token sequences; with parallel.ulysses/ring > 1 "
+                         "the ranks would decide apart: use parallel.cfg, or step_cache_threshold=0")
+    return options
+
+
 def check_parallel(cfg: DictConfig):
     """The parallel layout of ``parallel.*`` in the world torchrun started, checked against the preset (no weights read)."""
     from one4d.models import preset_config
     from one4d.parallel import check_layout, layout_from_config
 
+    acceleration_options(cfg)  # before any model loads
     layout = layout_from_config(cfg.get("parallel"))
     check_layout(layout, heads=int(preset_config(cfg.model.preset)["num_attention_heads"]), backend=cfg.model.get("attention_backend"),
                  jobs_file=bool(cfg.get("inputs")), guidance=float(cfg.cfg) != 1.0)
@@ -273,7 +289,7 @@ def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, met
     """Every unfinished job of an ``inputs=`` file, shared out over the data-parallel groups; 0 when all went well.
 
     Which jobs are unfinished is decided once, by rank 0, before any group writes. A job with bad input (or a
-    malformed line) is one error line and the others still run; the exit code is then 2.
+    malformed line) is one error line and the others still run; the exit code is then 2 (rank 0's; torchrun's is 1).
     """
     writer = int(os.environ.get("RANK", 0)) == 0
     for line in bad_lines:
@@ -325,8 +341,9 @@ def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, met
             done, failed = (sum(count[i] for count in counts) for i in (0, 1))
     finally:
         _stop(layout)
-    if writer:
-        print(f"jobs: {done} sampled, {len(jobs) - len(pending)} already finished, {failed + len(bad_lines)} failed")
+    if not writer:  # rank 0 reports the run; a rank exiting 2 first would make torchrun stop rank 0 mid-report
+        return 0
+    print(f"jobs: {done} sampled, {len(jobs) - len(pending)} already finished, {failed + len(bad_lines)} failed")
     return BAD_INPUT if failed or bad_lines else 0
 
 
@@ -368,6 +385,7 @@ def load(cfg: DictConfig, device, layout):
             seed=int(model.get("components_seed", 0)), scheduler=cfg.scheduler, flow_shift=float(cfg.shift),
             encoder_dtype=model.get("encoder_dtype"), condition_fill=float(model.get("condition_fill", 0.0)),
             transformer_from_components=bool(model.get("transformer_from_components", False)),
+            **acceleration_options(cfg),
         )
     except ValueError as error:
         raise UnusableWeights(str(error)) from None

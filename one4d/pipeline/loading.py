@@ -129,6 +129,9 @@ def load_pipeline(
     encoder_dtype: str | torch.dtype | None = None,
     condition_fill: float = UNOBSERVED_FILL,
     transformer_from_components: bool = False,
+    step_cache_threshold: float = 0.0,
+    compile_blocks: bool = False,
+    batched_decode: bool = False,
 ) -> One4DPipeline:
     """A pipeline on the CPU (move it with ``.to`` or ``enable_model_cpu_offload``).
 
@@ -137,6 +140,11 @@ def load_pipeline(
     Without ``state`` the wrapper is freshly initialised, which equals the base model per branch
     (zero LoRA B, zero links): useful for smoke tests and benchmarks, not for real pointmaps.
     ``seed`` fixes the tiny random weights.
+
+    Acceleration (``configs/sample.yaml`` ``acceleration``, all off by default): ``step_cache_threshold`` > 0 skips
+    the blocks on steps whose input changed little (:mod:`one4d.pipeline.step_cache`); ``compile_blocks`` compiles
+    each base block with ``torch.compile`` (:func:`compile_repeated_blocks`); ``batched_decode`` decodes RGB and
+    XYZ in one VAE call (twice the VAE's activation memory; equal to two calls within float rounding).
     """
     from one4d.encoding import load_encoders
     from one4d.weights import base_transformer_source, load_base_transformer
@@ -164,4 +172,26 @@ def load_pipeline(
             raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}")
         logger.warning("no One4D checkpoint given: the %s wrapper is freshly initialised (pointmaps are meaningless)", architecture)
         model = ARCHITECTURES[architecture](base, lora_rank=lora_rank)
-    return One4DPipeline(model.eval(), scheduler=noise_scheduler, condition_fill=condition_fill, **vars(encoders))
+    if step_cache_threshold < 0:
+        raise ValueError(f"acceleration.step_cache_threshold must be >= 0 (0 = off), got {step_cache_threshold}")
+    pipeline = One4DPipeline(model.eval(), scheduler=noise_scheduler, condition_fill=condition_fill, **vars(encoders))
+    pipeline.batched_decode = bool(batched_decode)
+    if step_cache_threshold > 0:
+        from .step_cache import enable_step_cache
+
+        enable_step_cache(pipeline, step_cache_threshold)
+    if compile_blocks:
+        compile_repeated_blocks(pipeline.transformer)
+    return pipeline
+
+
+def compile_repeated_blocks(model, **options) -> None:
+    """``torch.compile`` each block of the frozen base, from outside the model (STYLE item 2).
+
+    diffusers' regional compilation (``ModelMixin.compile_repeated_blocks``: every ``WanTransformerBlock`` is
+    compiled alone, so the 40 identical blocks share one compiled graph instead of tracing the whole model).
+    Both DLC branches call the same compiled blocks: the active LoRA adapter is a guard, so each block
+    compiles once per branch; the context-sharing memo (``one4d.models.sharing``) is a graph break.
+    ``options``: ``torch.compile`` keyword arguments (``backend``, ``mode``, ``fullgraph``...).
+    """
+    model.base.compile_repeated_blocks(**options)
