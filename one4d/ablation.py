@@ -162,10 +162,10 @@ def check_training_cache() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from one4d.runtime import ArgumentParser
     import sys
 
-    parser = argparse.ArgumentParser(description="DLC vs channel vs spatial concatenation from the shipped tiny base.")
+    parser = ArgumentParser(description="DLC vs channel vs spatial concatenation from the shipped tiny base.")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--checkpoint", default=str(CHECKPOINT))
     parser.add_argument("--report", default=str(CHECKPOINT / "ABLATION.md"))

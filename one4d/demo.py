@@ -292,12 +292,11 @@ def view_command(folder: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/demo.py [--out outputs/demo] [--checkpoint data/checkpoints/tiny] [--threads N]``: exit 2 with one line on bad input."""
-    import argparse
     import sys
 
-    from one4d.runtime import THREADS_HELP, configure_cpu_threads
+    from one4d.runtime import THREADS_HELP, ArgumentParser, configure_cpu_threads
 
-    parser = argparse.ArgumentParser(description="One4D end to end on held-out synthetic scenes with the shipped tiny model.")
+    parser = ArgumentParser(description="One4D end to end on held-out synthetic scenes with the shipped tiny model.")
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--checkpoint", default=str(CHECKPOINT))
     parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)

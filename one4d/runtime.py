@@ -18,6 +18,8 @@ which reads it at start-up (torchrun sets it to 1). With a CUDA device torch's d
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import signal
 import sys
@@ -98,6 +100,13 @@ def config_error_line(error: BaseException) -> str:
     return line
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse under the error contract: a usage error is one line and exit 2 (argparse printed its usage first)."""
+
+    def error(self, message: str):
+        self.exit(BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
 def check_required(cfg) -> None:
     """One line naming every required option (``???``) the command left unset, before any heavy import."""
     from omegaconf import OmegaConf
@@ -119,6 +128,28 @@ def quiet_known_notices() -> None:
     import logging
 
     logging.getLogger("transformers.utils.import_utils").addFilter(_drop_torchvision_fallback_notice)
+
+
+def error_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def one_line_errors(task: Callable) -> Callable:
+    """Decorate a Hydra task function (under ``@hydra.main``): bad input, a ValueError or an OmegaConf error such as a
+    missing ``???`` value, is one line and exit 2 from inside the task, where Hydra adds no line of its own."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    @functools.wraps(task)
+    def wrapped(cfg):
+        try:
+            return task(cfg)
+        except (ValueError, OmegaConfBaseException) as error:
+            print(f"error: {error_line(error)}", file=sys.stderr)
+            sys.exit(BAD_INPUT)
+
+    return wrapped
 
 
 def run_script(main: Callable[[], int | None]) -> None:
@@ -148,6 +179,6 @@ def run_script(main: Callable[[], int | None]) -> None:
         print(f"error: {config_error_line(error)}", file=sys.stderr)
         code = BAD_INPUT
     except ValueError as error:  # bad input that reached past the script's own handler
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         code = BAD_INPUT
     sys.exit(code or 0)

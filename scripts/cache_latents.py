@@ -9,24 +9,19 @@ The sparse task is cached at the observed-frame counts the paper's Table 5 evalu
 experiment (or +cache_sparse_counts=[...]) stores others, as the tiny model's experiments pin [2, 3].
 """
 
-import sys
-
 import hydra
 
-from one4d.runtime import check_required, configure_cpu_threads, run_script
+from one4d.runtime import check_required, configure_cpu_threads, one_line_errors, run_script
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+@one_line_errors
 def main(cfg) -> None:
     check_required(cfg)
     from one4d.training.cache import cache_from_config  # after Hydra composed the config
 
-    try:
-        configure_cpu_threads(cfg.get("threads"))
-        print(cache_from_config(cfg))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    configure_cpu_threads(cfg.get("threads"))
+    print(cache_from_config(cfg))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ and prints one4d.memory's per-GPU estimate by category; ``--table`` the ZeRO-2/3
 resident/offloaded sampling comparison against 80 / 48 / 24 GB cards. Estimated, not measured.
 """
 
-import argparse
-
 import torch
 
 from one4d.models import PRESETS, build_model
 from one4d.models.factory import ARCHITECTURES
-from one4d.runtime import run_script
+from one4d.runtime import ArgumentParser, run_script
 
 
 def count(model) -> dict[str, int]:
@@ -54,7 +52,7 @@ def print_memory(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--architecture", default="dlc", choices=sorted(ARCHITECTURES))
     parser.add_argument("--lora-rank", type=int, default=64)
     parser.add_argument("--num-links", type=int, default=5, help="DLC only")

@@ -6,11 +6,11 @@
 import argparse
 
 from one4d.data.synthetic import write_synthetic_dataset
-from one4d.runtime import run_script
+from one4d.runtime import ArgumentParser, run_script
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="dataset root to create (one sub-folder per clip)")
     parser.add_argument("--num-clips", type=int, default=50)
     parser.add_argument("--frames", type=int, default=17)

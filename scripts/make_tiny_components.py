@@ -7,20 +7,20 @@ preset, vae/, text_encoder/, tokenizer/, image_encoder/, image_processor/, sched
 model_index.json) and loads with ``one4d.weights.load_diffusers_components``.
 """
 
-import argparse
 from pathlib import Path
 
-from one4d.components import build_tiny_directory
-from one4d.runtime import run_script
+from one4d.runtime import ArgumentParser, run_script
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="folder to write; must be absent or empty")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args()
     if args.out_dir.exists() and any(args.out_dir.iterdir()):
         parser.error(f"{args.out_dir} exists and is not empty; choose a new folder")
+    from one4d.components import build_tiny_directory  # after the arguments are checked: transformers is slow to import
+
     print(build_tiny_directory(args.out_dir, seed=args.seed))
 
 

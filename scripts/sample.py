@@ -15,10 +15,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from one4d.runtime import check_required, run_script
+from one4d.runtime import check_required, one_line_errors, run_script
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
     check_required(cfg)
     from one4d.pipeline.cli import sample  # after Hydra composed the config: a config error costs no torch import

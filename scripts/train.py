@@ -8,25 +8,20 @@ Prints its run directory, each checkpoint and the command that continues the run
 threads (one4d.runtime). Bad input: one line on stderr, exit 2.
 """
 
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from one4d.runtime import check_required, configure_cpu_threads, run_script
+from one4d.runtime import check_required, configure_cpu_threads, one_line_errors, run_script
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+@one_line_errors
 def main(cfg) -> None:
     check_required(cfg)
     from one4d.training import run  # after Hydra composed the config: a config error costs no torch import
 
-    try:
-        configure_cpu_threads(cfg.get("threads"))
-        run(cfg, list(HydraConfig.get().overrides.task))
-    except ValueError as error:  # bad input: one clear line, non-zero exit
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    configure_cpu_threads(cfg.get("threads"))
+    run(cfg, list(HydraConfig.get().overrides.task))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@
 import argparse
 import sys
 
-from one4d.runtime import THREADS_HELP, configure_cpu_threads, run_script
+from one4d.runtime import THREADS_HELP, ArgumentParser, configure_cpu_threads, run_script
 from one4d.viewer import view
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="an output folder of scripts/sample.py (holds pointmaps.npz)")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     parser.add_argument("--port", type=int, default=8080)

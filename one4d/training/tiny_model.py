@@ -294,9 +294,9 @@ def write_readme(out: Path, log: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/make_tiny_model.py [--stages data,vae,...] [trainer overrides...]``."""
-    import argparse
+    from one4d.runtime import ArgumentParser
 
-    parser = argparse.ArgumentParser(description="Train the shipped tiny One4D (data/checkpoints/tiny) from nothing.")
+    parser = ArgumentParser(description="Train the shipped tiny One4D (data/checkpoints/tiny) from nothing.")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--work", default=str(WORK), help="clips, cache and trainer runs (not shipped)")
