@@ -19,9 +19,11 @@ FAST = ["checkpoint=data/checkpoints/tiny", "steps=2", "num_frames=5", "height=3
         "postopt.enabled=false", "ply_stride=0"]
 
 
-def config(*overrides):
+def sample(*overrides: str) -> int:
+    """``scripts/sample.py`` in this process; the overrides are passed as given, so they win over the checkpoint's sampling.json."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("sample", overrides=list(overrides))
+        cfg = compose("sample", overrides=list(overrides))
+    return cli.sample(cfg, list(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_a_jobs_file_samples_every_good_line_reports_the_bad_one_and_resumes(tmp
         "{not json",
         json.dumps({"task": "single", "input": str(image), "prompt": "b", "out": str(tmp_path / "b"), "seed": 2}),
     ]) + "\n")
-    assert cli.sample(config(f"inputs={jobs}", *FAST)) == 2  # sampled the good jobs, then reported the bad ones
+    assert sample(f"inputs={jobs}", *FAST) == 2  # sampled the good jobs, then reported the bad ones
     captured = capsys.readouterr()
     errors = captured.err.strip().splitlines()
     assert f"error: {jobs} line 3: not valid JSON (Expecting property name enclosed in double quotes at column 2)" in errors
@@ -93,7 +95,7 @@ def test_a_jobs_file_samples_every_good_line_reports_the_bad_one_and_resumes(tmp
         assert not np.array_equal(a["pointmaps"], b["pointmaps"])
     before = (tmp_path / "a" / "summary.json").stat().st_mtime_ns
 
-    assert cli.sample(config(f"inputs={jobs}", *FAST)) == 2
+    assert sample(f"inputs={jobs}", *FAST) == 2
     assert "jobs: 0 sampled, 2 already finished, 2 failed" in capsys.readouterr().out
     assert (tmp_path / "a" / "summary.json").stat().st_mtime_ns == before  # finished jobs are not sampled again
 
@@ -101,8 +103,8 @@ def test_a_jobs_file_samples_every_good_line_reports_the_bad_one_and_resumes(tmp
 def test_a_jobs_file_equals_one_command_per_clip(tmp_path, image):
     jobs = tmp_path / "jobs.tsv"
     jobs.write_text(f"single\t{image}\ta red car\t{tmp_path / 'job'}\t4\n")
-    assert cli.sample(config(f"inputs={jobs}", *FAST)) == 0
-    assert cli.sample(config(f"input={image}", "prompt=a red car", "seed=4", f"out={tmp_path / 'one'}", *FAST)) == 0
+    assert sample(f"inputs={jobs}", *FAST) == 0
+    assert sample(f"input={image}", "prompt=a red car", "seed=4", f"out={tmp_path / 'one'}", *FAST) == 0
     with np.load(tmp_path / "job" / "pointmaps.npz") as job, np.load(tmp_path / "one" / "pointmaps.npz") as one:
         assert np.array_equal(job["pointmaps"], one["pointmaps"]) and np.array_equal(job["rgb"], one["rgb"])
 
@@ -115,6 +117,6 @@ def test_a_jobs_file_equals_one_command_per_clip(tmp_path, image):
 def test_input_and_inputs_errors_are_one_line_before_loading(overrides, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("one4d.pipeline.loading.load_pipeline", lambda *a, **k: pytest.fail("a model was loaded"))
-    assert cli.sample(config(*overrides, "checkpoint=" + str(ROOT / "data/checkpoints/tiny"))) == 2
+    assert sample(*overrides, "checkpoint=" + str(ROOT / "data/checkpoints/tiny")) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0], error
