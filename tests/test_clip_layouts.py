@@ -100,3 +100,17 @@ def test_clips_without_a_layout_key_read_as_full(tmp_path, scene):
     (folder / "meta.json").write_text(json.dumps(meta))
     stored = np.load(folder / "pointmaps.npz")["pointmaps"]
     assert np.array_equal(read_clip(folder).pointmaps.numpy(), stored.astype(np.float32))
+
+
+def test_conversion_writes_either_layout_with_the_same_samples(tmp_path, scene):
+    """The cutter (scripts/prepare_data.py layout=...) writes both layouts; the loader cannot tell them apart."""
+    from one4d.data.cutter import CutClip, CutSettings, write_cut_clip
+
+    clip = CutClip(rgb=(scene.rgb.numpy() * 255).round().astype(np.uint8), depth=scene.depth.numpy(),
+                   intrinsics=scene.intrinsics.double().numpy(), world_to_camera=scene.world_to_camera.numpy(), dynamic_mask=None)
+    for layout in ("full", "depth"):
+        write_cut_clip(tmp_path / layout / "clip", clip, {"source": "test"}, CutSettings(num_frames=9, height=32, width=48, layout=layout))
+    assert not (tmp_path / "depth" / "clip" / "pointmaps.npz").exists()
+    full, depth = (ClipDataset(tmp_path / layout, num_frames=5, height=32, width=48, seed=1) for layout in ("full", "depth"))
+    a, b = full[0], depth[0]
+    assert all(_bits(a[key]) == _bits(b[key]) for key in ("rgb", "xyz", "depth", "valid", "intrinsics", "world_to_camera"))

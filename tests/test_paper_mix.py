@@ -28,7 +28,7 @@ def test_documented_command_composes_with_the_papers_mixture():
     assert cfg.model.preset == "wan2.1-fun-14b-inp" and cfg.launcher.kind == "deepspeed"  # the experiment still applies
     # The config's own roots are the documented conversion outputs, in the weights' order.
     default = compose_train_config(["data=paper_mix", "run_dir=/tmp/unused"]).data
-    assert [str(root) for root in default.roots] == [f"data/clips/{name}" for name in PAPER_ROOTS]
+    assert [str(root) for root in default.roots] == [f"/data/clips/{name}" for name in PAPER_ROOTS]
 
 
 def _root(root, source, count, layout):
