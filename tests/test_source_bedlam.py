@@ -11,6 +11,7 @@ import pytest
 from source_fixtures_b import BEDLAM_SCENE, make_scene, read_sequence, self_check, write_bedlam
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
+from one4d.data.sources.bedlam import _camera_rows
 
 pytest.importorskip("OpenEXR")
 
@@ -28,7 +29,9 @@ def test_reads_known_geometry(download):
     source = get_source("bedlam")(root)
     sequences = source.sequences()
     assert [(s.name, s.num_frames, s.fps) for s in sequences] == [(f"{BEDLAM_SCENE}/seq_000000", 6, 30.0)]
+    _camera_rows.cache_clear()
     read = read_sequence(source, sequences[0])
+    assert _camera_rows.cache_info().misses == 1  # the camera csv parsed once, not once per frame
     # Depth: float32 centimetres / 100, so float32 rounding only (1e-7 relative); the top row is sky, > 200 m,
     # which the config's far cut zeroes.
     np.testing.assert_allclose(read["depth"][:, 1:], scene.depth[:, 1:], rtol=1e-6, atol=0)

@@ -12,6 +12,7 @@ import pytest
 from source_fixtures_b import OMNIWORLD_UID, make_scene, omniworld_codes, read_sequence, relative, self_check, write_omniworld
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
+from one4d.data.sources.omniworld_game import _load_split
 
 OPTIONS = {"far_percentile": None}  # the fixture's depth is exact everywhere: keep every pixel to compare
 
@@ -30,7 +31,9 @@ def test_reads_known_geometry(download):
     sequences = source.sequences()
     assert [(s.name, s.num_frames, s.fps) for s in sequences] == [
         (f"{OMNIWORLD_UID}/split_0", 6, 24.0), (f"{OMNIWORLD_UID}/split_1", 3, 24.0)]
+    _load_split.cache_clear()
     read = read_sequence(source, sequences[0])
+    assert _load_split.cache_info().misses == 1  # split_info and the split's camera json parsed once, not per frame
     # Depth: z = d / (1000 - 999 d) / 0.004 has dz/dd = 4 z^2 / d^2, so a code rounded to 1/65535 is off by at
     # most 4 z^2 / d^2 * 0.5 / 65535 (0.06 % at 5 m, growing linearly with z).
     d = omniworld_codes(scene.depth) / 65535

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,13 +26,20 @@ def download(tmp_path_factory):
     return root, scene
 
 
-def test_reads_known_geometry(download):
+def test_reads_known_geometry(download, monkeypatch):
+    import one4d.data.sources.spatialvid as spatialvid
+
     root, scene = download
     source = get_source("spatialvid")(root)
     sequences = source.sequences()
+    opened, open_zip = [], zipfile.ZipFile
+    monkeypatch.setattr(spatialvid.zipfile, "ZipFile",  # np.load opens the .npz files through ZipFile too
+                        lambda file, *args, **kwargs: opened.append(str(getattr(file, "name", file))) or open_zip(file, *args, **kwargs))
     # 10 fps video annotated every 2nd frame: the sequence is the 6 annotated frames at 5 fps.
     assert [(s.name, s.num_frames, s.fps) for s in sequences] == [(SPATIALVID_CLIP, 6, 5.0)]
     read = read_sequence(source, sequences[0])
+    # the depth zip and dyn_masks.npz opened once for the sequence, not once per frame
+    assert sorted(Path(file).suffix for file in opened) == [".npz", ".zip"]
     # Depth = 1 / float16 disparity: relative error at most float16's half ulp, 2^-11 = 4.9e-4. Top row: no depth.
     assert (read["depth"][:, 0] == 0).all()
     np.testing.assert_allclose(read["depth"][:, 1:], scene.depth[:, 1:], rtol=2.0**-11, atol=0)

@@ -9,6 +9,7 @@ import pytest
 from source_fixtures_b import make_scene, read_sequence, self_check, write_vkitti2
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
+from one4d.data.sources.vkitti2 import _read_table
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,9 @@ def test_reads_known_geometry(download):
     source = get_source("vkitti2")(root)
     sequences = source.sequences()
     assert [s.name for s in sequences] == ["Scene01/clone/Camera_0"] and sequences[0].num_frames == 6
+    _read_table.cache_clear()
     read = read_sequence(source, sequences[0])
+    assert _read_table.cache_info().misses == 2  # intrinsic.txt and extrinsic.txt parsed once, not once per frame
     # Depth: centimetre codes, so |error| <= 0.5 cm; the top two rows are sky (65535) and must read 0.
     assert (read["depth"][:, :2] == 0).all()
     np.testing.assert_allclose(read["depth"][:, 2:], scene.depth[:, 2:], atol=0.005 + 1e-6, rtol=0)
