@@ -184,6 +184,32 @@ def test_a_diverged_window_is_reported_and_its_frames_marked_unreliable_not_a_cr
         recover_cameras_windowed(parts, overlap=4)
 
 
+def test_a_diverged_single_solve_keeps_the_sample_and_marks_every_camera(monkeypatch, tmp_path, capfd):
+    """The sampler asks post-optimisation to mark, not raise: the model already ran, its RGB and pointmaps are kept."""
+    from one4d.postopt import recover
+    from one4d.postopt.recover import PostoptDiverged
+
+    def diverge(*_, **__):
+        raise PostoptDiverged("post-optimisation diverged (non-positive focal); check that the pointmaps are a camera's view")
+
+    monkeypatch.setattr(recover, "_recover_checked", diverge)
+    clip = render_box_clip(num_frames=5, height=32, width=48)
+    with pytest.raises(PostoptDiverged):
+        recover_cameras(clip["pointmaps"])  # the default (postopt.py, evaluation): one clear error
+    with pytest.warns(UserWarning, match="diverged .* every frame's camera is a stand-in"):
+        result = recover_cameras(clip["pointmaps"], on_divergence="mark")
+    assert result.unreliable == list(range(5)) and (result.depth == 0).all()
+
+    state = tmp_path / "state"
+    save_trainable_state(build_model("dlc", "tiny", lora_rank=4, link_layers=[1]), state)
+    imageio.imwrite(tmp_path / "photo.png", np.full((32, 32, 3), 128, np.uint8))
+    out = tmp_path / "out"
+    code = cli.sample(sample_config("task=single", f"input={tmp_path / 'photo.png'}", f"out={out}", f"checkpoint={state}", *FAST))
+    assert code == 0 and (out / "rgb.mp4").exists() and (out / "pointmaps.npz").exists()
+    cameras = json.loads((out / "cameras.json").read_text())
+    assert cameras["unreliable_frames"] == list(range(5)) and "stand-in" in " ".join(cameras["warnings"])
+
+
 def test_noise_windows_that_diverge_do_not_crash_the_windowed_run():
     """Found on this project's machines: random frames that the single solve absorbs made window=9 raise."""
     clip = render_box_clip(num_frames=25, height=32, width=48, seed=5)

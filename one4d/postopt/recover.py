@@ -145,7 +145,7 @@ def recover_cameras(
 
         result = stand_in(points, mask, None, device)
         result.unreliable = list(range(points.shape[0]))
-        result.warnings = [f"{str(error).split(';')[0]}: every frame's camera is a stand-in (identity pose and intrinsics) "
+        result.warnings = [f"{str(error).removeprefix('post-optimisation ').split(';')[0]}: every frame's camera is a stand-in (identity pose and intrinsics) "
                            "and its depth 0; the pointmaps are kept as sampled"]
         warn_all(result.warnings)
         return result
