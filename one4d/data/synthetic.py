@@ -481,7 +481,16 @@ def _render_scene(seed: int, num_frames: int, height: int, width: int, device) -
 def write_synthetic_dataset(
     root, num_clips: int, num_frames: int = 17, height: int = 64, width: int = 64, seed: int = 0, rgb_format: str = "mp4"
 ) -> list[Path]:
-    """Render ``num_clips`` scenes (seeds seed, seed + 1, ...) into clip folders ``root/synthetic_XXXXX``."""
+    """Render ``num_clips`` scenes (seeds seed, seed + 1, ...) into clip folders ``root/synthetic_XXXXX``.
+
+    Each clip is written into a partial sibling folder and renamed when complete (as the dataset converters do,
+    :func:`one4d.data.cutter.partial_folder`), so a stopped run never leaves a clip that looks complete.
+    """
+    import os
+    import shutil
+
+    from one4d.data.cutter import partial_folder
+
     if num_clips < 1:
         raise ValueError(f"num_clips must be at least 1, got {num_clips}")
     folders = []
@@ -489,6 +498,16 @@ def write_synthetic_dataset(
         scene = render_scene(seed + index, num_frames, height, width)
         meta = {"fps": scene.fps, "source": "synthetic", "caption": scene.caption, "seed": seed + index}
         folder = Path(root) / f"synthetic_{seed + index:05d}"
-        folders.append(write_clip(folder, scene.rgb, scene.pointmaps, scene.depth, scene.intrinsics,
-                                  scene.world_to_camera, meta, rgb_format=rgb_format))
+        partial = partial_folder(folder)
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            write_clip(partial, scene.rgb, scene.pointmaps, scene.depth, scene.intrinsics, scene.world_to_camera, meta,
+                       rgb_format=rgb_format)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(partial, folder)
+        folders.append(folder)
     return folders
