@@ -53,6 +53,15 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str)
     return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def require_deepspeed() -> None:
+    """DeepSpeed is the optional extra ``.[train]`` (sampling and evaluation install without it): one line if it is absent."""
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError as error:
+        raise ValueError(f"launcher=deepspeed_zero2/3 needs DeepSpeed, which is not installed ({error}): "
+                         "pip install -e '.[train]'") from None
+
+
 def check_config(cfg, world_size: int) -> int:
     """Refuse values that cannot train, with one line naming the key; returns the per-process batch size."""
     train = cfg.train
@@ -149,6 +158,7 @@ class Trainer:
             project_dir=str(self.run_dir),
         )
         if launcher.kind == "deepspeed":
+            require_deepspeed()
             single_process_environment()
             config = OmegaConf.to_container(launcher.deepspeed, resolve=True)
             config.update(
