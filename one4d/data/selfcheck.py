@@ -36,7 +36,7 @@ OUTLIER_THRESHOLD = 0.03  # worst-frame fraction of points more than TOLERANCE o
 TOLERANCE = 0.05  # relative depth difference above which a point counts as an outlier
 EDGE_RATIO = 1.1  # a target pixel whose four neighbours' depths differ by more than this ratio straddles an edge: not compared
 PIXEL_STEP = 4  # source pixels are sampled on a grid of this step: 81x352x624 -> 13.7k points per frame
-MIN_POINTS = 16  # a frame with fewer co-visible points has no number of its own
+MIN_POINTS = 16  # a frame with fewer co-visible points (or under 1 % of its sampled pixels) has no number of its own
 
 
 @dataclass
@@ -45,7 +45,7 @@ class SelfCheck:
 
     error: float  # worst frame's median relative depth error
     outliers: float  # worst frame's fraction of points more than TOLERANCE off
-    frame_errors: np.ndarray  # (F,) NaN where a frame has fewer than MIN_POINTS co-visible points
+    frame_errors: np.ndarray  # (F,) NaN where a frame has too few co-visible points (MIN_POINTS)
     frame_outliers: np.ndarray  # (F,)
 
     def flagged(self, error_threshold: float = ERROR_THRESHOLD, outlier_threshold: float = OUTLIER_THRESHOLD) -> bool:
@@ -111,6 +111,7 @@ def check_clip(depth, intrinsics, world_to_camera, dynamic_mask=None, tolerance:
     points = depth_to_camera_points(sampled, step[:, None] * intrinsics)  # (F, h, w, 3)
     camera_to_world = invert_pose(world_to_camera)
 
+    min_points = max(MIN_POINTS, sampled[0].numel() // 100)  # a few stray points must not decide a frame's number
     errors, outliers = np.full(frames, math.nan), np.full(frames, math.nan)
     for source in range(frames):
         source_points = points[source].reshape(-1, 3)
@@ -128,7 +129,7 @@ def check_clip(depth, intrinsics, world_to_camera, dynamic_mask=None, tolerance:
                 stored = 1.0 / stored_inverse[comparable].double()
                 relative.append((moved[comparable, 2] - stored).abs() / stored)
         relative = torch.cat(relative) if relative else torch.zeros(0, dtype=torch.float64)
-        if relative.numel() >= MIN_POINTS:
+        if relative.numel() >= min_points:
             errors[source] = float(relative.median())
             outliers[source] = float((relative > tolerance).double().mean())
     finite = np.isfinite(errors)
