@@ -33,7 +33,7 @@ import torch
 from one4d.data.clip import read_meta, write_clip
 from one4d.data.selfcheck import check_clip
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame
-from one4d.geometry import crop_intrinsics, depth_to_pointmap, resize_intrinsics
+from one4d.geometry import crop_intrinsics, resize_intrinsics
 
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
 
@@ -52,6 +52,7 @@ class CutSettings:
     far_depth: float | None = None  # metres; depth beyond becomes 0
     rgb_format: str = "mp4"
     crf: int = 0
+    layout: str = "full"  # full | depth (one4d.data.clip: depth stores no pointmaps.npz, the reader computes them)
 
 
 @dataclass
@@ -170,10 +171,6 @@ def write_cut_clip(folder: str | Path, clip: CutClip, meta: dict, settings: CutS
     start = time.perf_counter()
     check = check_clip(clip.depth, clip.intrinsics, clip.world_to_camera, clip.dynamic_mask)
     checked = time.perf_counter()
-    depth = torch.from_numpy(clip.depth)
-    pointmaps = depth_to_pointmap(depth.double(), torch.from_numpy(clip.intrinsics),
-                                  torch.from_numpy(clip.world_to_camera)).float()  # (F, h, w, 3) in frame 0's camera
-    pointmaps = torch.where((depth > 0)[..., None], pointmaps, torch.zeros_like(pointmaps))
     meta = dict(meta)
     meta.update(
         selfcheck_error=None if math.isnan(check.error) else check.error,
@@ -185,8 +182,10 @@ def write_cut_clip(folder: str | Path, clip: CutClip, meta: dict, settings: CutS
     if partial.exists():
         shutil.rmtree(partial)
     try:
-        written = write_clip(partial, clip.rgb, pointmaps, clip.depth, clip.intrinsics, clip.world_to_camera, meta,
-                             rgb_format=settings.rgb_format, crf=settings.crf)
+        # pointmaps=None: write_clip computes them from the float16 depth it stores, exactly as the depth-only
+        # layout's reader does, so both layouts give bitwise-identical samples.
+        written = write_clip(partial, clip.rgb, None, clip.depth, clip.intrinsics, clip.world_to_camera, meta,
+                             rgb_format=settings.rgb_format, crf=settings.crf, layout=settings.layout)
     except ValueError as error:  # ClipError: float16 range, or no valid point for the normalisation
         shutil.rmtree(partial, ignore_errors=True)
         raise SegmentError(str(error).split(": ", 1)[-1]) from None

@@ -115,9 +115,12 @@ def settings_from_config(config) -> RunSettings:
         raise ValueError(f"fps must be a positive frame rate or null, got {fps!r}")
     if config.get("rgb_format", "mp4") not in ("mp4", "png"):
         raise ValueError(f"rgb_format must be mp4 or png, got {config.rgb_format!r}")
+    if config.get("layout", "full") not in ("full", "depth"):
+        raise ValueError(f"layout must be full or depth, got {config.layout!r}")
     cut = CutSettings(num_frames=_positive_int(config, "num_frames"), height=_positive_int(config, "height"),
                       width=_positive_int(config, "width"), far_depth=None if far is None else float(far),
-                      rgb_format=config.get("rgb_format", "mp4"), crf=int(config.get("crf", 0)))
+                      rgb_format=config.get("rgb_format", "mp4"), crf=int(config.get("crf", 0)),
+                      layout=config.get("layout", "full"))
     thresholds = config.get("selfcheck", {})
     return RunSettings(
         source=str(source.name), root=root, out=out,
