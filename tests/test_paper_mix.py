@@ -1,5 +1,5 @@
-"""The paper's data mixture: configs/data/paper_mix.yaml composes with the 14B recipe, and the loader trains the
-tiny model on two roots of different sources mixed by weight."""
+"""The paper's data mixture: configs/data/paper_mix.yaml composes with the 14B recipe, roots are drawn in proportion
+to their weights, and the loader trains the tiny model on converted fixture clips of two sources mixed by weight."""
 
 import json
 
@@ -62,7 +62,35 @@ def test_roots_are_sampled_in_proportion_to_their_weights(roots):
     assert not dataset.bad_clips
 
 
-def test_tiny_model_trains_on_two_sources_mixed_by_weight(roots, tmp_path, monkeypatch):
+def _convert(source: str, download, out, layout: str):
+    """scripts/prepare_data.py's run, in process: one 5-frame clip at 32x48 from a fixture in the dataset's own format."""
+    from hydra import compose, initialize_config_dir
+
+    from one4d.data.prepare import prepare, settings_from_config
+    from one4d.training.testing import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("prepare_data", overrides=[f"source={source}", f"root={download}", f"out={out}", "num_frames=5", "height=32",
+                                                 "width=48", "stride=1", "workers=1", "progress=false", f"layout={layout}"])
+    assert prepare(settings_from_config(cfg))["clips"] == 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """A PointOdyssey download (synthetic, full layout) and a SpatialVID one (real, depth-only layout), converted."""
+    pytest.importorskip("OpenEXR")  # SpatialVID's depth is a zip of EXRs
+    from source_fixtures_a import known_scene, write_pointodyssey
+    from source_fixtures_b import make_scene, write_spatialvid
+
+    base = tmp_path_factory.mktemp("converted")
+    write_pointodyssey(base / "pointodyssey", known_scene(num_frames=6, height=96, width=144))
+    write_spatialvid(base / "spatialvid", make_scene(seed=4, frames=6, height=96, width=144))
+    return (_convert("pointodyssey", base / "pointodyssey", base / "clips_pointodyssey", "full"),
+            _convert("spatialvid", base / "spatialvid", base / "clips_spatialvid", "depth"))
+
+
+def test_tiny_model_trains_on_converted_clips_of_two_sources_mixed_by_weight(converted, tmp_path, monkeypatch):
     seen = []
     original = ClipDataset.load_sample
 
@@ -75,11 +103,12 @@ def test_tiny_model_trains_on_two_sources_mixed_by_weight(roots, tmp_path, monke
     cfg = compose_train_config([
         "experiment=tiny_cpu", f"run_dir={tmp_path / 'run'}", "train.report_to=null", "train.progress_bar=false",
         "train.checkpoint_every=0", "train.log_every=0", "+model.base_overrides.num_layers=2", "train.steps=6",
-        f"data.roots=[{roots[0]},{roots[1]}]", "data.weights=[1,1]", "data.length=6",
+        f"data.roots=[{converted[0]},{converted[1]}]", "data.weights=[1,1]", "data.length=6",
     ])
     trainer = Trainer(cfg).setup()
     losses = trainer.train()["losses"]
     trainer.close()
     assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
-    assert set(seen) == {"a", "b"}, seen  # both sources reached the model
-    assert json.loads((roots[1] / "b_0" / "meta.json").read_text())["layout"] == "depth"  # a depth-only root among them
+    assert set(seen) == {"pointodyssey", "spatialvid"}, seen  # both sources reached the model
+    layouts = {json.loads(line)["clip"]: root for root in converted for line in (root / "index.jsonl").read_text().splitlines()}
+    assert sorted(json.loads((root / clip / "meta.json").read_text())["layout"] for clip, root in layouts.items()) == ["depth", "full"]
