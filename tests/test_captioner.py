@@ -105,3 +105,15 @@ def test_command_captions_a_root_and_a_missing_model_is_one_line(tmp_path, tiny_
     missing = _run(f"clips={root}", f"captioner.model={tmp_path / 'no_model'}")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert missing.stderr.startswith("error: captioner.model=") and "no config.json" in missing.stderr
+
+
+def test_a_processor_needing_a_missing_package_is_one_line(tiny_vlm, monkeypatch):
+    import transformers
+
+    def missing(*args, **kwargs):  # what transformers 5 raises for Qwen2-VL's video processor without torchvision
+        raise ImportError("\nQwen2VLVideoProcessor requires the Torchvision library but it was not found in your environment.\nmore")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", missing)
+    with pytest.raises(ValueError, match=r"needs a package that is not installed: Qwen2VLVideoProcessor requires the Torchvision") as error:
+        VLMCaptioner(tiny_vlm)
+    assert "\n" not in str(error.value)

@@ -41,6 +41,11 @@ def frame_indices(num_frames: int, count: int) -> list[int]:
     return [int(index) for index in np.linspace(0, num_frames - 1, count).round()]
 
 
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an error message (transformers' ImportErrors start with a newline)."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 def check_model_folder(model: str | Path) -> Path:
     """The model folder, or one line saying it is not one (checked before any clip is read)."""
     path = Path(str(model))
@@ -69,7 +74,10 @@ class VLMCaptioner:
             self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
             self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=torch_dtype(dtype))
         except (OSError, KeyError) as error:  # not a processor / image-text-to-text folder: transformers says which file
-            raise ValueError(f"captioner.model={model} cannot be loaded as an image-text-to-text model ({str(error).splitlines()[0]})") from None
+            raise ValueError(f"captioner.model={model} cannot be loaded as an image-text-to-text model ({_first_line(error)})") from None
+        except ImportError as error:  # e.g. Qwen2-VL's video processor needs torchvision, which the project does not install
+            raise ValueError(f"captioner.model={model} needs a package that is not installed: {_first_line(error)} "
+                             "(torchvision: install the build matching your torch)") from None
         if not getattr(self.processor, "chat_template", None):
             raise ValueError(f"captioner.model={model} has no chat template (chat_template.jinja); use an instruction-tuned model folder")
         self.model.to(self.device).eval()
