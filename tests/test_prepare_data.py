@@ -179,7 +179,7 @@ def test_end_to_end_run_writes_clips_index_and_report(dataset, reference):
     assert "clips written (in index.jsonl): 6" in report and "sequence=seq_typo first=0" in report
 
 
-def test_bad_input_is_one_line(dataset, tmp_path):
+def test_bad_input_is_one_line(dataset, reference, tmp_path):
     unknown = _run(dataset, tmp_path / "a", source="no_such_dataset")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
     assert "known sources:" in unknown.stderr and "fixture_source" in unknown.stderr and "tartanair" in unknown.stderr
@@ -189,6 +189,10 @@ def test_bad_input_is_one_line(dataset, tmp_path):
     assert "<sequence>/cameras.json" in layout.stderr and "data/sources.md" in layout.stderr
     inside = _run(dataset, dataset["root"] / "clips")
     assert inside.returncode == 2 and "inside root" in inside.stderr and not (dataset["root"] / "clips").exists()
+    before = _files(reference)
+    other = _run(dataset, reference, "height=16", "width=24")  # resuming into clips made at another size
+    assert other.returncode == 2 and "converted with other settings: height 32 (now 16)" in other.stderr
+    assert _files(reference) == before
 
 
 def test_killed_run_resumes_to_identical_clips_and_index(dataset, reference):

@@ -259,8 +259,8 @@ def _finished(folder: Path, segment: Segment, cut: CutSettings) -> dict | None:
     except ClipError:
         return None  # only the rename makes a clip folder: a clip without meta.json is not ours to judge
     expected = {"num_frames": cut.num_frames, "height": cut.height, "width": cut.width, "stride": segment.stride,
-                "first": segment.first, "sequence": segment.sequence.name}
-    found = {key: meta.get(key) for key in expected}
+                "first": segment.first, "sequence": segment.sequence.name, "layout": cut.layout}
+    found = {key: meta.get(key, "full" if key == "layout" else None) for key in expected}
     if found != expected:
         different = ", ".join(f"{key} {found[key]!r} (now {expected[key]!r})" for key in expected if found[key] != expected[key])
         raise ValueError(f"{folder} was converted with other settings: {different}; use another out= or remove it")
