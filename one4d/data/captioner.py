@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from one4d.data.clip import META_NAME, ClipError, read_meta, read_rgb, write_meta
 
@@ -61,7 +62,6 @@ class VLMCaptioner:
     def __init__(self, model: str | Path, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 96,
                  device: str = "auto", dtype: str = "auto"):
         path = check_model_folder(model)
-        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from one4d.pipeline.cli import resolve_device
@@ -82,7 +82,7 @@ class VLMCaptioner:
             raise ValueError(f"captioner.model={model} has no chat template (chat_template.jinja); use an instruction-tuned model folder")
         self.model.to(self.device).eval()
         self.processor.tokenizer.padding_side = "left"  # decoder-only batched generation continues after the prompt
-        self.prompt, self.max_new_tokens, self.torch = prompt, int(max_new_tokens), torch
+        self.prompt, self.max_new_tokens = prompt, int(max_new_tokens)
         self.name = path.name
 
     def caption(self, clips: list[list[np.ndarray]]) -> list[str]:
@@ -94,8 +94,9 @@ class VLMCaptioner:
             content = [{"type": "image"} for _ in frames] + [{"type": "text", "text": self.prompt}]
             texts.append(self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True))
             images += [Image.fromarray(frame) for frame in frames]
-        inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True).to(self.device)
-        with self.torch.inference_mode():
+        inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device, dtype=self.model.dtype)  # floating tensors (pixels) in the model's dtype
+        with torch.inference_mode():
             output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]  # (B, generated)
         return [text.strip() for text in self.processor.batch_decode(new_tokens, skip_special_tokens=True)]
@@ -109,7 +110,7 @@ class CaptionReport:
     already_captioned: int = 0
     bad_clips: dict[str, str] = field(default_factory=dict)  # clip name -> problem
     index_lines_updated: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # captioning and writing, after the model load
 
     def summary(self) -> str:
         rate = len(self.captioned) / self.seconds if self.seconds > 0 else 0.0
@@ -136,9 +137,9 @@ def caption_root(root: str | Path, make_captioner, frames: int = 4, batch_size: 
     ``make_captioner()`` builds the :class:`VLMCaptioner` (or anything with ``.caption`` and ``.name``); it is
     called only when some clip needs a caption, so a finished root costs no model load.
     """
-    if frames < 1 or batch_size < 1:
-        raise ValueError(f"captioner.frames and captioner.batch_size must be at least 1, got {frames} and {batch_size}")
-    report, start = CaptionReport(), time.perf_counter()
+    if frames < 1 or batch_size < 1 or (limit is not None and limit < 1):
+        raise ValueError(f"captioner.frames, captioner.batch_size and limit must be at least 1, got {frames}, {batch_size} and {limit}")
+    report = CaptionReport()
     todo = []
     for folder in clip_folders(root):
         try:
@@ -152,6 +153,7 @@ def caption_root(root: str | Path, make_captioner, frames: int = 4, batch_size: 
             todo.append((folder, meta))
     todo = todo[:limit] if limit is not None else todo
     captioner = make_captioner() if todo else None
+    start = time.perf_counter()  # the rate counts captioning, not the model load
     for first in range(0, len(todo), batch_size):
         batch, clips = [], []
         for folder, meta in todo[first : first + batch_size]:
