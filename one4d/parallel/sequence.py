@@ -40,6 +40,7 @@ class TokenPadding:
         self.mask: torch.Tensor | None = None  # (1, 1, 1, padded) additive, None when nothing is padded
 
     def update(self, tokens: int, dtype: torch.dtype, device: torch.device) -> None:
+        """A new forward's token count (``dtype``: any float; the attention hook casts the mask to the query's)."""
         self.tokens, self.padded = tokens, -(-tokens // self.degree) * self.degree
         if self.padded == tokens:
             self.mask = None
@@ -88,7 +89,10 @@ class MaskPaddedKeys(ModelHook):
         self.padding = padding
 
     def pre_forward(self, module, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None, **kwargs):
-        return (hidden_states, encoder_hidden_states, self.padding.mask, rotary_emb), kwargs
+        mask = self.padding.mask
+        if mask is not None:
+            mask = mask.to(hidden_states.dtype)  # SDPA takes a float mask only in the query's dtype (bf16 on a GPU)
+        return (hidden_states, encoder_hidden_states, mask, rotary_emb), kwargs
 
 
 class GatherTokens(ModelHook):
