@@ -8,7 +8,7 @@
     <clip>/meta.json        num_frames, height, width, fps, source, caption, norm_centre, norm_scale, layout
 
 Pointmaps are a pure function of depth, intrinsics and poses, so the "depth" layout stores no
-pointmaps.npz (about 2/3 of a clip's bytes) and :func:`read_clip` computes them with
+pointmaps.npz (most of a clip's bytes: 1.3 of 1.4 MB per frame at 352x624) and :func:`read_clip` computes them with
 :func:`pointmaps_from_depth`. ``write_clip(pointmaps=None)`` stores that same function's output in
 the "full" layout, so both layouts of one clip read back bitwise-identical arrays.
 
