@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,6 @@ class RunSettings:
     error_threshold: float = ERROR_THRESHOLD
     outlier_threshold: float = OUTLIER_THRESHOLD
     progress: bool = True
-    counts: dict = field(default_factory=dict)
 
 
 def clip_name(sequence: str, first: int) -> str:
