@@ -130,7 +130,7 @@ def cut_segment(source: DatasetSource, sequence: SequenceInfo, frames: list[int]
         start = time.perf_counter()
         try:
             frame = source.read_frame(sequence, index)
-        except FrameReadError as error:
+        except (FrameReadError, OSError) as error:  # OSError: a file the source did not check first
             raise SegmentError(f"frame {index}: {error}") from None
         middle = time.perf_counter()
         rgb, depth, K, mask = resize_frame(frame, settings.height, settings.width)

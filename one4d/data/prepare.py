@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,7 +215,8 @@ def _convert(segment: Segment) -> dict:
 
 
 def _run_pending(pending: list[Segment], settings: RunSettings) -> list[dict]:
-    """Convert ``pending`` (in-process for one worker, else a spawn pool) with a tqdm bar; results in any order."""
+    """Convert ``pending`` (in-process for one worker, else spawned worker processes) with a tqdm bar; results in
+    any order."""
     from tqdm import tqdm
 
     workers = min(settings.workers or available_cpus(), max(len(pending), 1))
@@ -237,10 +239,17 @@ def _run_pending(pending: list[Segment], settings: RunSettings) -> list[dict]:
             for segment in pending:
                 record(_convert(segment))
         else:
-            context = multiprocessing.get_context("spawn")  # torch and fork do not mix; spawn works everywhere
-            with context.Pool(workers, initializer=_start_worker, initargs=arguments) as pool:
-                for result in pool.imap_unordered(_convert, pending):
-                    record(result)
+            # spawn: torch and fork do not mix. An executor rather than multiprocessing.Pool: a worker killed (out of
+            # memory) raises BrokenProcessPool instead of leaving the run waiting forever; the next run resumes.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=arguments) as executor:
+                futures = [executor.submit(_convert, segment) for segment in pending]
+                try:
+                    for future in as_completed(futures):
+                        record(future.result())
+                except BaseException:
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    raise
     finally:
         bar.close()
     return results
