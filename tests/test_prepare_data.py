@@ -189,6 +189,9 @@ def test_bad_input_is_one_line(dataset, reference, tmp_path):
     assert "<sequence>/cameras.json" in layout.stderr and "data/sources.md" in layout.stderr
     inside = _run(dataset, dataset["root"] / "clips")
     assert inside.returncode == 2 and "inside root" in inside.stderr and not (dataset["root"] / "clips").exists()
+    (tmp_path / "a_file").write_text("")
+    unwritable = _run(dataset, tmp_path / "a_file" / "clips")
+    assert unwritable.returncode == 2 and unwritable.stderr.startswith("error: cannot write to out=") and unwritable.stderr.count("\n") == 1
     before = _files(reference)
     other = _run(dataset, reference, "height=16", "width=24")  # resuming into clips made at another size
     assert other.returncode == 2 and "converted with other settings: height 32 (now 16)" in other.stderr
