@@ -18,6 +18,7 @@ import torch
 
 from one4d.data.clip import read_clip
 from one4d.data.cutter import CutSettings, crop_box, cut_segment, resize_frame, write_cut_clip
+from one4d.data.prepare import RunSettings, plan
 from one4d.data.sources import DatasetSource, FrameReadError, SequenceInfo, SourceFrame
 from one4d.data.synthetic import render_scene
 from one4d.geometry import depth_to_pointmap
@@ -113,6 +114,23 @@ def test_invalid_and_far_depth_become_zero_and_are_counted(wide_scene, tmp_path)
                                  torch.from_numpy(clip.world_to_camera)).float()
     torch.testing.assert_close(stored.pointmaps[valid], expected[valid], rtol=1e-3, atol=1e-3)
     assert (stored.pointmaps[~valid] == 0).all()
+
+
+def test_plan_strides_by_target_fps_skips_short_sequences_and_limits(wide_scene, tmp_path):
+    class TwoSequences(MemorySource):
+        def sequences(self):
+            return [SequenceInfo("long", 40, fps=30.0), SequenceInfo("short", 12, fps=30.0)]
+
+    source = TwoSequences(tmp_path, wide_scene)
+    settings = RunSettings(source="memory", root=tmp_path, out=tmp_path / "out", options={}, stride=1, fps=10.0,
+                           cut=CutSettings(num_frames=5, height=32, width=48))
+    segments, skipped = plan(source, settings, captions=None)
+    assert [(s.sequence.name, s.first, s.stride) for s in segments] == [("long", 0, 3), ("long", 15, 3)]  # 30 fps / 10
+    assert skipped == [("short", "12 frames, a clip needs 13 (num_frames=5, stride=3)")]
+    settings.limit, settings.fps, settings.stride = 3, None, 2
+    segments, _ = plan(source, settings, captions=None)
+    assert [(s.sequence.name, s.first) for s in segments] == [("long", 0), ("long", 10), ("long", 20)]
+    assert all(s.caption == "" and s.caption_from == "none" for s in segments)
 
 
 # ----------------------------------------------------------------------------- scripts/prepare_data.py

@@ -75,6 +75,7 @@ def source_argument_problem(arguments: list[str]) -> str | None:
     """The problem with the command line's ``source=`` (missing or unknown), listing the known sources, or None.
 
     Checked before Hydra composes the config, whose own error for an unknown config group option is a traceback.
+    ``--help`` needs a source too (the config group has no default), so it is checked the same way.
     """
     names = source_names()
     values = [argument.split("=", 1)[1] for argument in arguments if argument.startswith("source=")]
