@@ -47,15 +47,19 @@ def write_config(folder, far_depth: float | None = None, stride: int = 1) -> Pat
     """``<folder>/source/fixture_source.yaml``: pass ``hydra.searchpath=[file://<folder>]``."""
     path = Path(folder) / "source" / "fixture_source.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"name: fixture_source\nfar_depth: {'null' if far_depth is None else far_depth}\nstride: {stride}\noptions: {{}}\n")
+    path.write_text(f"name: fixture_source\nfar_depth: {'null' if far_depth is None else far_depth}\nstride: {stride}\n"
+                    "options:\n  axes: opencv  # opengl: read the poses with the wrong camera axes (for the self-check tests)\n")
     return Path(folder)
 
 
 class FixtureSource(DatasetSource):
     name = "fixture_source"
 
-    def __init__(self, root, **options):
+    def __init__(self, root, axes: str = "opencv", **options):
         super().__init__(root, **options)
+        if axes not in ("opencv", "opengl"):
+            raise ValueError(f"source.options.axes must be opencv or opengl, got {axes!r}")
+        self.flip = np.diag([1.0, -1.0, -1.0, 1.0]) if axes == "opengl" else np.eye(4)
         self._cameras = {}
 
     def sequences(self) -> list[SequenceInfo]:
@@ -80,7 +84,7 @@ class FixtureSource(DatasetSource):
         dynamic_path = folder / f"dynamic_{index:06d}.npy"
         cameras = self._read_cameras(sequence.name)
         return SourceFrame(rgb=rgb, depth=depth, intrinsics=np.array(cameras["intrinsics"][index]),
-                           world_to_camera=np.array(cameras["world_to_camera"][index]),
+                           world_to_camera=self.flip @ np.array(cameras["world_to_camera"][index]),
                            dynamic_mask=np.load(dynamic_path) if dynamic_path.exists() else None)
 
     def caption(self, sequence: SequenceInfo, first: int, count: int) -> str | None:

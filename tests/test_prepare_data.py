@@ -197,6 +197,17 @@ def test_end_to_end_run_writes_clips_index_and_report(dataset, reference):
     assert "clips written (in index.jsonl): 6" in report and "sequence=seq_typo first=0" in report
 
 
+def test_wrong_convention_is_flagged_in_index_and_report(dataset, tmp_path):
+    out = tmp_path / "out"
+    result = _run(dataset, out, "workers=1", "limit=2", "source.options.axes=opengl")
+    assert result.returncode == 0, result.stderr
+    assert "2 flagged by the self-check" in result.stdout
+    index = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert [entry["flagged"] for entry in index] == [True, True]
+    report = (out / "report.md").read_text()
+    assert "| seq_a_000000 |" in report and "| seq_a_000005 |" in report  # the flagged clips are listed
+
+
 def test_bad_input_is_one_line(dataset, reference, tmp_path):
     unknown = _run(dataset, tmp_path / "a", source="no_such_dataset")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
