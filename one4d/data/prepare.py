@@ -358,7 +358,7 @@ def _report(settings: RunSettings, segments, entries, skipped_sequences, skipped
     pixels = len(entries) * cut.num_frames * cut.height * cut.width
     nonfinite = sum(int(meta.get("depth_nonfinite", 0)) for meta in metas)
     far = sum(int(meta.get("depth_far", 0)) for meta in metas)
-    lines += ["## Invalid depth (set to 0)", "",
+    lines += ["## Invalid depth (set to 0)", "", "Counted in output pixels (after the nearest-neighbour resize).", "",
               f"- NaN, infinite or negative: {nonfinite} pixels ({nonfinite / max(pixels, 1):.4%}) in "
               f"{sum(int(meta.get('depth_nonfinite', 0)) > 0 for meta in metas)} clips",
               f"- beyond far_depth ({cut.far_depth} m): {far} pixels ({far / max(pixels, 1):.4%}) in "
