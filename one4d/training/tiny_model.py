@@ -83,18 +83,21 @@ def vae_videos(work: Path, settings: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return videos[: -2 * held_out_clips], videos[-2 * held_out_clips :]
 
 
-def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+def build_tiny_vae(settings: dict):
+    """The untrained tiny ``AutoencoderKLWan`` of ``settings`` (seeded with ``components_seed``): x8 in space, x4 in time, 16 latent channels."""
     from diffusers import AutoencoderKLWan
 
-    from one4d.components import build_image_encoder, build_scheduler, build_text_encoder, build_tokenizer, write_diffusers_directory
-    from one4d.models.presets import build_base_transformer
+    torch.manual_seed(settings["components_seed"])
+    return AutoencoderKLWan(base_dim=settings["vae_base_dim"], z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+                            temperal_downsample=[False, True, True])
 
+
+def train_tiny_vae(settings: dict, work: Path):
+    """Stage 0's training on the clips under ``work``: returns the VAE (latent statistics set), its losses and held-out L1."""
     from .vae import reconstruction_error, set_latent_statistics, train_vae
 
     train, held_out = vae_videos(work, settings)
-    torch.manual_seed(settings["components_seed"])
-    vae = AutoencoderKLWan(base_dim=settings["vae_base_dim"], z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
-                           temperal_downsample=[False, True, True])
+    vae = build_tiny_vae(settings)
     # vae_xyz_repeats: how often each pointmap video is drawn per RGB video (their balance in the loss).
     weighted = torch.cat([train[0::2], *[train[1::2]] * settings["vae_xyz_repeats"]])
     losses = train_vae(vae, weighted, steps=settings["vae_steps"], lr=settings["vae_lr"], batch_size=settings["vae_batch"],
@@ -102,6 +105,14 @@ def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> di
                        seed=settings["components_seed"])
     set_latent_statistics(vae, train)
     errors = {"rgb": reconstruction_error(vae, held_out[0::2]), "xyz": reconstruction_error(vae, held_out[1::2])}
+    return vae, losses, errors
+
+
+def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    from one4d.components import build_image_encoder, build_scheduler, build_text_encoder, build_tokenizer, write_diffusers_directory
+    from one4d.models.presets import build_base_transformer
+
+    vae, losses, errors = train_tiny_vae(settings, work)
     torch.manual_seed(settings["components_seed"])
     image_encoder, image_processor = build_image_encoder("tiny")
     folder = write_diffusers_directory(
