@@ -215,8 +215,8 @@ def depth_colours(depth, near: float, far: float) -> np.ndarray:
     return np.where(valid[..., None], turbo(scaled), 0).astype(np.uint8)
 
 
-def colour_bar(near: float, far: float, height: int) -> np.ndarray:
-    """(height, BAR_WIDTH, 3) uint8: the colour scale of :func:`depth_colours`, near at the top, with three depths in metres."""
+def colour_bar(height: int, near: float, far: float, unit: str = "m") -> np.ndarray:
+    """(height, BAR_WIDTH, 3) uint8: the colour scale of :func:`depth_colours`, near at the top, with three depths."""
     from PIL import Image, ImageDraw
 
     from one4d.pipeline.outputs import turbo
@@ -228,12 +228,12 @@ def colour_bar(near: float, far: float, height: int) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     middle = 1.0 / (0.5 / near + 0.5 / far)  # the depth at the ramp's middle (inverse depth is linear)
     for row, value in ((0, near), (height // 2 - 6, middle), (height - 12, far)):
-        draw.text((15, row), f"{value:.2f} m", fill="black")
+        draw.text((15, row), f"{value:.3g} {unit}".rstrip(), fill="black")
     return np.asarray(canvas)
 
 
 def sheet_block(rows: list[tuple], height: int) -> np.ndarray:
-    """Rows of (label, frames (F, H, W, 3) uint8, (near, far) or None) -> one labelled block with colour scales."""
+    """Rows of (label, frames (F, H, W, 3) uint8, (near, far[, unit]) or None) -> one labelled block with colour scales."""
     from PIL import Image, ImageDraw
 
     zoomed = height * ZOOM
@@ -242,7 +242,7 @@ def sheet_block(rows: list[tuple], height: int) -> np.ndarray:
         strip = np.concatenate(list(frames), axis=1).repeat(ZOOM, axis=0).repeat(ZOOM, axis=1)  # (zoomed, F * W * ZOOM, 3)
         title = Image.new("RGB", (LABEL_WIDTH, zoomed), "white")
         ImageDraw.Draw(title).multiline_text((4, zoomed // 2 - 12), label, fill="black")
-        bar = colour_bar(*depth_range, zoomed) if depth_range else np.full((zoomed, BAR_WIDTH, 3), 255, np.uint8)
+        bar = colour_bar(zoomed, *depth_range) if depth_range else np.full((zoomed, BAR_WIDTH, 3), 255, np.uint8)
         strips.append(np.concatenate([np.asarray(title), strip, bar], axis=1))
     return np.concatenate(strips, axis=0)
 

@@ -32,7 +32,7 @@ SKIPPED = (
     ("make test", "the test suite itself"),
     ("make tiny-model", "27 minutes of training; tests/test_tiny_model.py runs its stages at reduced size"),
     ("make ablation", "9 minutes of training"),
-    ("make demo", "25 s at full size; tests/test_demo.py runs its path at reduced size"),
+    ("make demo", "2-4 min at full size; tests/test_demo.py runs its path at reduced size"),
 )
 
 # How a command is made tiny (script -> replacements and additions); the folder and input names stay as printed.
