@@ -57,3 +57,20 @@ def test_a_bad_sequence_on_one_rank_stops_both_with_one_line(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and all("bamboo_1" in line for line in errors), result.stderr[-3000:]  # one line per rank
     assert not (tmp_path / "out" / RUN / "metrics.json").exists()
+
+
+def test_tiny_model_on_two_processes_scores_as_one(tmp_path):
+    """mode=model: each rank loads the model on its own device (``device: auto``: the CPU here) and samples its
+    sequence; the seed is per sequence, so the split changes nothing."""
+    make_fake_sintel(tmp_path / "sintel", sequences=SEQUENCES[:2])
+    options = [f"root={tmp_path / 'sintel'}", "benchmark.reader.sequences=[alley_2,bamboo_1]", "mode=model", "label=tiny",
+               "model_predictor.preset=tiny", "model_predictor.components=tiny", "model_predictor.num_inference_steps=2",
+               "model_predictor.height=32", "model_predictor.width=32"]
+    one = subprocess.run([sys.executable, str(REPO / "scripts" / "eval.py"), *options, f"output_dir={tmp_path / 'one'}"],
+                         cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(*options, f"output_dir={tmp_path / 'two'}", port_offset=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "rank 1 of 2: 1 of 2 sequences" in two.stdout
+    run = Path("tiny") / "sintel" / "metrics.json"
+    assert (tmp_path / "two" / run).read_text() == (tmp_path / "one" / run).read_text()
