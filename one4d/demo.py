@@ -508,63 +508,80 @@ def run_demo(out: str | Path = "outputs/demo", checkpoint: str | Path = CHECKPOI
     return summary
 
 
+def score_scene(pipe, task: str, index: int, settings: DemoSettings, prior, ceilings: dict, folder: Path | None):
+    """One scene of one task: ({entry: metrics} for the model and every control, [entries that could not be scored],
+    what the contact sheet needs); the model's own failure returns (None, ["model"], None).
+
+    ``ceilings`` caches each scene's VAE ceiling (None where its post-optimisation diverged): one per scene, scored per task.
+    """
+    from one4d.demo_controls import flat_colour, motion, psnr
+    from one4d.postopt.recover import PostoptDiverged
+
+    seed, scored = settings.seeds[index], scored_frames(task, settings)
+    try:
+        scene, output, conditions, metrics, norm, seconds = run_task(pipe, task, seed, settings, folder)
+    except PostoptDiverged:  # the model's pointmaps are no camera's view: counted, not scored
+        return None, ["model"], None
+    records = {
+        "model": metrics,
+        "constant_plane": {"abs_rel": metrics["baseline_abs_rel"], "delta_1_25": metrics["baseline_delta_1_25"]},
+        "static_camera": {"ate": metrics["static_ate"]},
+        "flat_colour": {"rgb_psnr": psnr(flat_colour(scene.rgb), scene.rgb)},
+        "true_clip": {"motion": motion(scene.rgb)},
+        "no_input_prior": score_geometry(prior.depth, prior.camera_to_world, scene, scored),
+    }
+    failed = []
+    if seed not in ceilings:
+        try:
+            ceilings[seed] = vae_ceiling(pipe, scene, norm, settings)
+        except PostoptDiverged:
+            ceilings[seed] = None
+    ceiling = ceilings[seed]
+    if ceiling is None:
+        failed.append("vae_ceiling")
+    else:
+        records["vae_ceiling"] = {**score_geometry(ceiling.depth, ceiling.camera_to_world, scene, scored),
+                                  "rgb_psnr": psnr(ceiling.rgb, scene.rgb), "xyz_l1": ceiling.xyz_l1}
+    wrong_seed, wrong = wrong_input_seed(settings.seeds, index), (None, None)
+    if task in settings.wrong_input_tasks:
+        try:
+            _, wrong_output, _, records["wrong_input"], _, _ = run_task(pipe, task, seed, settings, None, wrong_seed)
+            wrong = (held_out_scene(wrong_seed, settings.num_frames, settings.height, settings.width), wrong_output)
+        except PostoptDiverged:
+            failed.append("wrong_input")
+    sheet = {"scene": scene, "output": output, "observed": conditions.observed, "norm": norm, "ceiling": ceiling,
+             "wrong": wrong, "fits": {**records, "wrong_seed": wrong_seed}, "seconds": seconds}
+    return records, failed, sheet
+
+
 def _run_demo_into(out: Path, checkpoint: Path, settings: DemoSettings, log, started: float) -> dict:
     """Every task, seed and control of the demo, written into ``out`` (the temporary folder :func:`run_demo` publishes)."""
-    from one4d.demo_controls import flat_colour, motion, psnr, training_prior
-    from one4d.postopt.recover import PostoptDiverged
+    from one4d.demo_controls import training_prior
 
     torch.manual_seed(0)
     pipe = load_demo_pipeline(checkpoint, settings)
     prior = training_prior(settings.num_frames, settings.height, settings.width, settings.prior_scenes)
     control_task = "full" if "full" in settings.tasks else settings.tasks[-1]  # the sheet shows its controls
-    ceilings = {}  # seed -> Ceiling (or None when its post-optimisation diverged): one per scene, scored per task
-    results, blocks = {}, []
+    ceilings, results, blocks = {}, {}, []
     for task in settings.tasks:
-        rows = {entry: [] for entry in ENTRIES}
-        failed = {}
+        rows, failed = {entry: [] for entry in ENTRIES}, {}
         for index, seed in enumerate(settings.seeds):
-            scored = scored_frames(task, settings)
-            try:
-                scene, output, conditions, metrics, norm, seconds = run_task(pipe, task, seed, settings, out / task if index == 0 else None)
-            except PostoptDiverged:  # the model's pointmaps are no camera's view: counted, not scored
-                failed["model"] = failed.get("model", 0) + 1
+            records, missing, sheet = score_scene(pipe, task, index, settings, prior, ceilings, out / task if index == 0 else None)
+            for entry in missing:
+                failed[entry] = failed.get(entry, 0) + 1
+            if records is None:
                 log(f"{task:6s} seed {seed}: the model's post-optimisation diverged; scene not scored")
                 continue
-            rows["model"].append(metrics)
-            rows["constant_plane"].append({"abs_rel": metrics["baseline_abs_rel"], "delta_1_25": metrics["baseline_delta_1_25"]})
-            rows["static_camera"].append({"ate": metrics["static_ate"]})
-            rows["flat_colour"].append({"rgb_psnr": psnr(flat_colour(scene.rgb), scene.rgb)})
-            rows["true_clip"].append({"motion": motion(scene.rgb)})
-            fits = {"wrong_seed": wrong_input_seed(settings.seeds, index)}
-            fits["no_input_prior"] = score_geometry(prior.depth, prior.camera_to_world, scene, scored)
-            rows["no_input_prior"].append(fits["no_input_prior"])
-            if seed not in ceilings:
-                try:
-                    ceilings[seed] = vae_ceiling(pipe, scene, norm, settings)
-                except PostoptDiverged:
-                    ceilings[seed] = None
-            if ceilings[seed] is None:
-                failed["vae_ceiling"] = failed.get("vae_ceiling", 0) + 1
-            else:
-                ceiling = ceilings[seed]
-                fits["vae_ceiling"] = score_geometry(ceiling.depth, ceiling.camera_to_world, scene, scored)
-                rows["vae_ceiling"].append({**fits["vae_ceiling"], "rgb_psnr": psnr(ceiling.rgb, scene.rgb), "xyz_l1": ceiling.xyz_l1})
-            wrong = (None, None)
-            if task in settings.wrong_input_tasks:
-                try:
-                    _, wrong_output, _, fits["wrong_input"], _, _ = run_task(pipe, task, seed, settings, None, fits["wrong_seed"])
-                    rows["wrong_input"].append(fits["wrong_input"])
-                    wrong = (held_out_scene(fits["wrong_seed"], settings.num_frames, settings.height, settings.width), wrong_output)
-                except PostoptDiverged:
-                    failed["wrong_input"] = failed.get("wrong_input", 0) + 1
-            log(f"{task:6s} seed {seed}: Abs Rel model {metrics['abs_rel']:.3f}, wrong input "
-                f"{fits['wrong_input']['abs_rel'] if 'wrong_input' in fits else float('nan'):.3f}, "
-                f"no-input prior {fits['no_input_prior']['abs_rel']:.3f}; ATE model {metrics['ate']:.4f}, "
-                f"prior {fits['no_input_prior']['ate']:.4f} [{seconds:.1f} s per sample]")
+            for entry, record in records.items():
+                rows[entry].append(record)
+            wrong_abs_rel = records["wrong_input"]["abs_rel"] if "wrong_input" in records else float("nan")
+            log(f"{task:6s} seed {seed}: Abs Rel model {records['model']['abs_rel']:.3f}, wrong input {wrong_abs_rel:.3f}, "
+                f"no-input prior {records['no_input_prior']['abs_rel']:.3f}; ATE model {records['model']['ate']:.4f}, "
+                f"prior {records['no_input_prior']['ate']:.4f} [{sheet['seconds']:.1f} s per sample]")
             if len(rows["model"]) == 1:  # the sheet shows each task's first scored scene
-                blocks.append(task_rows(task, scene, output, conditions.observed, norm, metrics))
-                if task == control_task and ceilings[seed] is not None:
-                    blocks.append(control_rows(task, scene, wrong, ceilings[seed], prior, fits))
+                blocks.append(task_rows(task, sheet["scene"], sheet["output"], sheet["observed"], sheet["norm"], records["model"]))
+                if task == control_task and sheet["ceiling"] is not None:
+                    blocks.append(control_rows(task, sheet["scene"], sheet["wrong"], sheet["ceiling"], prior, sheet["fits"]))
         rows = {entry: records for entry, records in rows.items() if records or failed.get(entry)}
         results[task] = {"scored_frames": "observed frame 0 only" if task == "single" else "all frames",
                          "seeds": list(settings.seeds), **summarise(rows, failed)}
