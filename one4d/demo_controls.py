@@ -6,7 +6,7 @@
   training scenes (seeds 0, 1, ... as ``make tiny-model`` renders them). It sees no input at all, so a model
   that uses its input must beat it.
 * **VAE ceiling** (:func:`vae_roundtrip`): the VAE's own encode -> decode of the TRUE RGB and of the TRUE
-  normalised pointmaps. No transformer on top of this VAE can do better than its reconstruction.
+  normalised pointmaps: what a transformer that predicted the true scene's latents exactly would score.
 * RGB references: :func:`psnr` of a frame-wise flat mean-colour image (:func:`flat_colour`, the floor), and
   :func:`motion`, how far frames move away from frame 0 (a frozen copy of the first frame scores 0).
 
