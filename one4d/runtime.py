@@ -165,7 +165,6 @@ def run_script(main: Callable[[], int | None]) -> None:
     except ImportError:  # pragma: no cover - hydra is a dependency
         HydraException = OmegaConfBaseException
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    quiet_known_notices()
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = main()
