@@ -29,6 +29,8 @@ SKIPPED = (
     ("model=wan2.1-fun-14b-inp", "needs the Wan2.1-Fun-14B weights"),
     ("scripts/eval.py", "needs a benchmark download (MPI-Sintel, TUM-dynamics); tests/test_eval_*.py run it on fakes"),
     ("scripts/eval_tables.sh", "needs the three benchmark downloads; tests/test_eval_tables.py runs the sweep on fakes"),
+    ("scripts/prepare_data.py", "needs a dataset download; tests/test_prepare_sources_*.py convert fixtures in each dataset's layout"),
+    ("scripts/caption_clips.py", "needs a local vision-language model; tests/test_captioner.py runs it on a tiny random LLaVA"),
     ("make test", "the test suite itself"),
     ("make tiny-model", "27 minutes of training; tests/test_tiny_model.py runs its stages at reduced size"),
     ("make ablation", "9 minutes of training"),
