@@ -71,6 +71,24 @@ def test_crop_resize_intrinsics_reproject_a_known_point(wide_scene):
     np.testing.assert_allclose(projected[:2] / projected[2], expected, atol=1e-9)
 
 
+def test_uneven_crop_keeps_each_axis_scale():
+    """61x100 -> 32x48: the crop (61x92 from column 4) is not exactly 1.5:1, so x and y shrink by different factors;
+    the intrinsics must follow each axis's own factor and the nearest depth the same pixel-centre map."""
+    scene = render_scene(10, num_frames=2, height=61, width=100)
+    top, left, crop_height, crop_width = crop_box(61, 100, 32, 48)
+    assert (top, left, crop_height, crop_width) == (0, 4, 61, 92)
+    frame = MemorySource("/", scene).read_frame(None, 1)
+    _, depth, intrinsics, _ = resize_frame(frame, 32, 48)
+    rows = np.floor((np.arange(32) + 0.5) * 61 / 32).astype(int)
+    cols = left + np.floor((np.arange(48) + 0.5) * 92 / 48).astype(int)
+    np.testing.assert_array_equal(depth, frame.depth[rows[:, None], cols[None, :]])
+    u, v = 80, 47
+    point = float(scene.depth[1, v, u]) * np.linalg.inv(frame.intrinsics) @ np.array([u, v, 1.0])
+    projected = intrinsics @ point
+    expected = [(u - left + 0.5) * 48 / 92 - 0.5, (v - top + 0.5) * 32 / 61 - 0.5]
+    np.testing.assert_allclose(projected[:2] / projected[2], expected, atol=1e-9)
+
+
 def test_depth_is_nearest_and_rgb_antialiased():
     """A 3x shrink: each output pixel centre sits on native pixel 3i+1, so nearest depth is exactly that pixel
     (no blending across edges), and INTER_AREA averages the 3x3 block."""
