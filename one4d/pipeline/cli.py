@@ -132,7 +132,8 @@ def apply_checkpoint_settings(cfg: DictConfig, given: list[str]) -> dict | None:
     if "num_frames" in trained and not _is_given("num_frames", given):
         applied["num_frames"] = f"<= {trained['num_frames']}"
     shown = ", ".join(f"{key}={value!r}" if isinstance(value, str) and not value else f"{key}={value}" for key, value in applied.items())
-    print(f"checkpoint {cfg.checkpoint}: {shown} (from its sampling.json; command-line values win)")
+    if int(os.environ.get("RANK", 0)) == 0:  # once, not once per process
+        print(f"checkpoint {cfg.checkpoint}: {shown} (from its sampling.json; command-line values win)")
     return metadata
 
 
@@ -320,6 +321,8 @@ def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, met
             try:
                 conditions = prepare_job(job_cfg, metadata, layout)
                 temporary = _output_folder(job.out, layout)
+                if layout.writes:
+                    print_warnings(conditions)
             except ValueError as error:
                 discard(temporary)
                 failed += 1
