@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from one4d.data.clip import read_clip
-from one4d.data.cutter import CutSettings, crop_box, cut_segment, resize_frame, write_cut_clip
+from one4d.data.cutter import CutSettings, SegmentError, crop_box, cut_segment, resize_frame, write_cut_clip
 from one4d.data.prepare import RunSettings, plan
 from one4d.data.sources import DatasetSource, FrameReadError, SequenceInfo, SourceFrame
 from one4d.data.synthetic import render_scene
@@ -125,6 +125,11 @@ def test_invalid_and_far_depth_become_zero_and_are_counted(wide_scene, tmp_path)
     assert not list(tmp_path.glob(".*"))  # the partial folder was renamed
     assert written["meta"]["depth_nonfinite"] == 3 and written["meta"]["depth_far"] == clip.depth_far
     assert written["meta"]["selfcheck_error"] < 0.02 and written["meta"]["selfcheck_outliers"] < 0.03
+    (tmp_path / "room_000001").mkdir()  # a folder at a clip's name that is not a finished clip: never overwritten
+    (tmp_path / "room_000001" / "notes.txt").write_text("mine")
+    with pytest.raises(SegmentError, match="room_000001 exists but is not a complete clip"):
+        write_cut_clip(tmp_path / "room_000001", clip, {"source": "memory"}, settings)
+    assert (tmp_path / "room_000001" / "notes.txt").read_text() == "mine"
     stored = read_clip(tmp_path / "room_000000")
     np.testing.assert_allclose(stored.depth.numpy(), clip.depth, rtol=1e-3)
     valid = stored.depth > 0

@@ -89,6 +89,11 @@ def test_missing_depth_or_annotations(download, tmp_path):
     (copy / "train/ani_fixture/anno.npz").rename(copy / "train/ani_fixture/annotations.npz")  # the older name is read too
     source.read_frame(sequence, 2)
     _load_cameras.cache_clear()
+    data = (copy / "train/ani_fixture/annotations.npz").read_bytes()
+    (copy / "train/ani_fixture/annotations.npz").write_bytes(data[: len(data) // 2])  # a truncated download: BadZipFile
+    with pytest.raises(FrameReadError, match=r"ani_fixture/annotations\.npz"):
+        source.read_frame(sequence, 2)
+    _load_cameras.cache_clear()
     (copy / "train/ani_fixture/annotations.npz").unlink()
     with pytest.raises(FrameReadError, match=r"ani_fixture/anno\.npz"):
         source.read_frame(sequence, 2)

@@ -166,6 +166,8 @@ def write_cut_clip(folder: str | Path, clip: CutClip, meta: dict, settings: CutS
     seconds spent in ``selfcheck`` and ``write``. SegmentError when the clip has no valid depth.
     """
     folder = Path(folder)
+    if folder.exists():  # not a finished clip (prepare keeps those): a folder someone else put there, left alone
+        raise SegmentError(f"{folder} exists but is not a complete clip (no valid meta.json); remove it to convert this segment")
     if not (clip.depth > 0).any():
         raise SegmentError("no valid depth (all 0, non-finite or beyond far_depth)")
     start = time.perf_counter()

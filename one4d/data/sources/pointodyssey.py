@@ -26,6 +26,7 @@ Conventions handled:
 
 from __future__ import annotations
 
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def _load_cameras(sequence_dir: str) -> tuple[Path, np.ndarray, np.ndarray]:
         with np.load(path) as annotations:
             intrinsics = np.asarray(annotations["intrinsics"], dtype=np.float64)
             extrinsics = np.asarray(annotations["extrinsics"], dtype=np.float64)
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:  # BadZipFile: a truncated download
         raise FrameReadError(f"cannot read intrinsics/extrinsics from {path}: {error}") from None
     if intrinsics.ndim != 3 or intrinsics.shape[1:] != (3, 3) or extrinsics.shape != (len(intrinsics), 4, 4):
         raise FrameReadError(f"{path}: expected intrinsics (S,3,3) and extrinsics (S,4,4), got {intrinsics.shape} and {extrinsics.shape}")
