@@ -145,7 +145,7 @@ class DynamicReplicaSource(DatasetSource):
             raise FrameReadError(f"{path}: frame {frame.number} of {name}/{camera} has no depth path")
         rgb = read_rgb(folder / frame.image)
         depth = read_png_uint16(folder / frame.depth).view(np.float16).astype(np.float32)  # (H, W) metres
-        depth[depth < DEPTH_EPS] = 0.0
+        depth[(depth >= 0) & (depth < DEPTH_EPS)] = 0.0  # negative / NaN values stay: the cutter zeroes and counts them
         height, width = frame.size
         if rgb.shape[:2] != (height, width) or depth.shape != (height, width):
             raise FrameReadError(f"{folder / frame.image}: image {rgb.shape[:2]} / depth {depth.shape} differ from the annotated size {(height, width)}")

@@ -13,7 +13,8 @@ the video's fps over that interval (~5 fps), which the clip's meta.json then car
 
 Conventions:
 - Depth: channel ``Z`` holds DISPARITY (``camera_pose_annotation/cvd_opt/cvd_opt.py``; reader ``utils/read_depth.py``
-  takes 1/Z) -> z = 1/Z, and Z <= 0 or non-finite is invalid (0). The official reader clips 1/Z to [1e-3, 1e2];
+  takes 1/Z) -> z = 1/Z; Z = 0 (no depth) and Z = inf give 0, NaN or negative Z gives NaN or negative depth, which
+  the cutter zeroes and counts as bad depth. The official reader clips 1/Z to [1e-3, 1e2];
   here nothing is clipped (a clipped value is a wrong depth) and the config's far cut (100, the same bound) zeroes
   the far end. Units are MegaSaM's (not metric, NJU-3DV/SpatialVID#25), shared with the poses.
 - Resolution: the depth maps are 328x584 for every clip (NJU-3DV/SpatialVID#19); the video frame is resized to the
@@ -215,8 +216,8 @@ class SpatialVIDSource(DatasetSource):
             raise FrameReadError(f"{files['zip_path']} has no {index:05d}.exr")
         with files["zip"].open(member) as file:
             disparity = read_exr_channel(file, "Z", f"{files['zip_path']}:{member}")  # (h, w)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            depth = np.where(np.isfinite(disparity) & (disparity > 0), 1.0 / disparity, 0.0).astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):  # NaN / negative disparity stays NaN / negative depth,
+            depth = np.where(disparity == 0, 0.0, 1.0 / disparity).astype(np.float32)  # which the cutter zeroes and counts
         height, width = depth.shape
 
         frame = files["video"].frame(files["indexes"][index])  # (H, W, 3) at the video's size
