@@ -125,6 +125,9 @@ def check_token_count(layout: ParallelLayout, tokens: int, backend: str | None) 
 def rank_device(layout: ParallelLayout, requested: torch.device) -> torch.device:
     """Each rank's own GPU (``cuda:<LOCAL_RANK>``) in a multi-process CUDA run; otherwise the requested device."""
     if layout.distributed and requested.type == "cuda":
+        if layout.local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process {layout.local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} visible); "
+                             f"start at most {torch.cuda.device_count()} processes a node (torchrun --nproc_per_node)")
         return torch.device("cuda", layout.local_rank)
     return requested
 
