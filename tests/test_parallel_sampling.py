@@ -158,3 +158,14 @@ def test_the_gpu_benchmark_says_what_it_needs_in_one_line_without_cuda():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_parallel.py"), "--gpu"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip() == "error: --gpu needs CUDA; without it run the CPU benchmark (no --gpu)"
+
+
+def test_each_rank_takes_its_own_gpu_and_too_many_processes_are_one_line(monkeypatch):
+    from one4d.parallel import rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    layout = ParallelLayout(world_size=4, rank=3, local_rank=1, cfg=2, ulysses=2)
+    assert rank_device(layout, torch.device("cuda")) == torch.device("cuda", 1)
+    assert rank_device(layout, torch.device("cpu")) == torch.device("cpu")  # gloo ranks share the CPU
+    with pytest.raises(ValueError, match="process 2 of this node has no GPU of its own \\(2 visible\\)"):
+        rank_device(ParallelLayout(world_size=4, rank=2, local_rank=2, cfg=2, ulysses=2), torch.device("cuda"))
