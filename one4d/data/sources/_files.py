@@ -1,4 +1,5 @@
-"""File readers shared by the dataset sources: 8-bit RGB, 16-bit PNG, single-channel EXR, index checks.
+"""Helpers shared by the dataset sources: file readers (8-bit RGB, 16-bit PNG, single-channel EXR, numeric text),
+index checks, folder discovery, and the pinhole / quaternion-pose constructors several formats need.
 
 Each turns a missing or unreadable file into :class:`FrameReadError` with one line naming the file, so a
 source's ``read_frame`` reports which file of which sequence broke and the cutter skips that segment.
@@ -11,9 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from one4d.data.sources.base import FrameReadError, require
+from one4d.geometry import make_pose, quaternion_to_rotation
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -78,3 +81,23 @@ def read_text_rows(path: Path, columns: int, header_lines: int = 0) -> np.ndarra
         if len(rows[-1]) != columns:
             raise FrameReadError(f"{path} line {number}: expected {columns} numbers, got {len(rows[-1])}")
     return np.asarray(rows, dtype=np.float64).reshape(-1, columns)
+
+
+def marked_folders(root: Path, marker: str) -> list[Path]:
+    """Folders holding the file ``marker`` (a scene's ``be_seq.csv``, ``split_info.json``): the root itself when it
+    holds one (a single scene given as root), else its sub-folders that do, sorted."""
+    if (root / marker).is_file():
+        return [root]
+    return sorted(path.parent for path in root.glob(f"*/{marker}"))
+
+
+def pinhole(fx: float, fy: float, cx: float, cy: float, shift: float = 0.0) -> np.ndarray:
+    """(3, 3) float64 K; ``shift`` is subtracted from cx and cy (0.5 turns a corner-convention principal point into
+    the project's integer pixel centres)."""
+    return np.array([[fx, 0.0, cx - shift], [0.0, fy, cy - shift], [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+def quaternion_pose(translation, quaternion_xyzw) -> np.ndarray:
+    """(4, 4) float64 [R(q) | t] from a translation (3,) and a quaternion (4,) in x, y, z, w order."""
+    rotation = quaternion_to_rotation(torch.as_tensor(np.asarray(quaternion_xyzw, dtype=np.float64)))
+    return make_pose(rotation, torch.as_tensor(np.asarray(translation, dtype=np.float64))).numpy()

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from one4d.data.sources._files import check_index, read_exr_channel, read_rgb
+from one4d.data.sources._files import check_index, marked_folders, read_exr_channel, read_rgb
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame, SourceLayoutError
 
 HDRI_SCENES = ("20221010_3_1000_batch01hand", "20221017_3_1000_batch01hand", "20221018_3-8_250_batch01hand",
@@ -107,14 +107,8 @@ class BedlamSource(DatasetSource):
         self.skip_scenes, self.skip_containing = set(skip_scenes or ()), tuple(skip_scenes_containing or ())
         self.fps = float(fps)
 
-    def _scenes(self) -> list[Path]:
-        """Scene folders (with be_seq.csv): the root itself when it is one scene, else its sub-folders."""
-        if (self.root / "be_seq.csv").is_file():
-            return [self.root]
-        return sorted(path.parent for path in self.root.glob("*/be_seq.csv"))
-
     def sequences(self) -> list[SequenceInfo]:
-        scenes = self._scenes()
+        scenes = marked_folders(self.root, "be_seq.csv")  # the root itself when it is one scene
         if not scenes:
             raise SourceLayoutError(self.name, self.root, "<scene>/be_seq.csv with png/, depth/ and ground_truth/camera/ beside it")
         found = []

@@ -40,11 +40,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from one4d.data.sources._files import check_index, read_png_uint16, read_rgb
+from one4d.data.sources._files import check_index, marked_folders, pinhole, quaternion_pose, read_png_uint16, read_rgb
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame, SourceLayoutError
-from one4d.geometry import make_pose, quaternion_to_rotation
 
 NEAR_CODE = 0.0015  # d below this is too near (scripts/utils.py:89)
 SKY_CODE = 65500.0 / 65535.0  # d above this is sky (scripts/utils.py:90)
@@ -76,9 +74,7 @@ def _load_split(scene: str, split: int) -> tuple[list[int], np.ndarray, np.ndarr
         raise FrameReadError(f"cannot read the cameras of split {split} from {path}: {error!r}") from None
     if not len(focals) == len(quats) == len(trans) == len(indices):
         raise FrameReadError(f"{path} has {len(focals)} focals, {len(quats)} quats, {len(trans)} trans for {len(indices)} frames")
-    intrinsics = np.zeros((len(focals), 3, 3))
-    intrinsics[:, 0, 0] = intrinsics[:, 1, 1] = focals
-    intrinsics[:, 0, 2], intrinsics[:, 1, 2], intrinsics[:, 2, 2] = cx, cy, 1.0
+    intrinsics = np.stack([pinhole(focal, focal, cx, cy) for focal in focals]) if len(focals) else np.zeros((0, 3, 3))
     return [int(i) for i in indices], intrinsics, quats, trans
 
 
@@ -97,14 +93,8 @@ class OmniWorldGameSource(DatasetSource):
         self.far_percentile = None if far_percentile is None else float(far_percentile)
         self.dynamic_mask_dir, self.caption_pattern, self.fps = dynamic_mask_dir, caption_pattern, float(fps)
 
-    def _scenes(self) -> list[Path]:
-        """Extracted scene folders: the root itself when it is one scene, else its sub-folders with split_info.json."""
-        if (self.root / "split_info.json").is_file():
-            return [self.root]
-        return sorted(path.parent for path in self.root.glob("*/split_info.json"))
-
     def sequences(self) -> list[SequenceInfo]:
-        scenes = self._scenes()
+        scenes = marked_folders(self.root, "split_info.json")  # the root itself when it is one scene
         if not scenes:
             raise SourceLayoutError(self.name, self.root, "<uid>/split_info.json (scenes extracted by scripts/extract_one_game_scene.sh)")
         found = []
@@ -139,8 +129,7 @@ class OmniWorldGameSource(DatasetSource):
         k[0, 2] -= self.principal_point_shift
         k[1, 2] -= self.principal_point_shift
         quat = quats[index] if self.quaternion_order == "xyzw" else np.roll(quats[index], -1)  # -> (x, y, z, w)
-        rotation = quaternion_to_rotation(torch.from_numpy(quat))
-        world_to_camera = make_pose(rotation, torch.from_numpy(trans[index])).numpy()
+        world_to_camera = quaternion_pose(trans[index], quat)
 
         mask = None
         if self.dynamic_mask_dir:

@@ -40,11 +40,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from one4d.data.sources._files import check_index, read_exr_channel
+from one4d.data.sources._files import check_index, pinhole, quaternion_pose, read_exr_channel
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame, SourceLayoutError
-from one4d.geometry import invert_pose, make_pose, quaternion_to_rotation
 
 
 class _Video:
@@ -225,11 +223,9 @@ class SpatialVIDSource(DatasetSource):
             frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
         fx, fy, cx, cy = files["intrinsics"][index]
-        shift = self.principal_point_shift
-        intrinsics = np.array([[fx * width, 0.0, cx * width - shift], [0.0, fy * height, cy * height - shift], [0.0, 0.0, 1.0]])
-        fields = torch.from_numpy(files["poses"][index])
-        pose = make_pose(quaternion_to_rotation(fields[3:]), fields[:3])
-        world_to_camera = (pose if self.pose == "world_to_camera" else invert_pose(pose)).numpy()
+        intrinsics = pinhole(fx * width, fy * height, cx * width, cy * height, self.principal_point_shift)
+        pose = quaternion_pose(files["poses"][index, :3], files["poses"][index, 3:])  # lietorch: t, then x y z w
+        world_to_camera = pose if self.pose == "world_to_camera" else np.linalg.inv(pose)
 
         mask = csr_mask(files["masks"], index) if files["masks"] is not None else None
         if mask is not None and mask.shape != (height, width):

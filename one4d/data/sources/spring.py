@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from one4d.data.sources._files import check_index, read_rgb, read_text_rows
+from one4d.data.sources._files import check_index, pinhole, read_rgb, read_text_rows
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame, SourceLayoutError, require
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])  # camera y up, z backwards -> y down, z forward
@@ -94,8 +94,7 @@ class SpringSource(DatasetSource):
         check_index(index, len(intrinsics_rows), folder / "cam_data" / "intrinsics.txt")
         check_index(index, len(extrinsics_rows), folder / "cam_data" / "extrinsics.txt")
         fx, fy, cx, cy = intrinsics_rows[index]
-        shift = 0.5 if self.half_pixel_shift else 0.0
-        intrinsics = np.array([[fx, 0.0, cx - shift], [0.0, fy, cy - shift], [0.0, 0.0, 1.0]])
+        intrinsics = pinhole(fx, fy, cx, cy, 0.5 if self.half_pixel_shift else 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             depth = (np.float32(fx * self.baseline) / disparity).astype(np.float32)  # NaN / inf where no disparity
         world_to_camera = extrinsics_rows[index].reshape(4, 4)

@@ -30,11 +30,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from one4d.data.sources._files import check_index, read_rgb, read_text_rows
+from one4d.data.sources._files import check_index, pinhole, quaternion_pose, read_rgb, read_text_rows
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame, SourceLayoutError
-from one4d.geometry import invert_pose, make_pose, quaternion_to_rotation
 
 NED_TO_OPENCV = np.array([[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)  # x_cv = P x_ned
 
@@ -57,8 +55,7 @@ class TartanAirSource(DatasetSource):
         if axes not in ("ned", "opencv"):
             raise ValueError(f"tartanair: axes must be 'ned' or 'opencv', got {axes!r}")
         self.difficulties, self.cameras = list(difficulties), list(cameras)
-        shift = 0.5 if half_pixel_shift else 0.0
-        self.intrinsics = np.array([[fx, 0.0, cx - shift], [0.0, fy, cy - shift], [0.0, 0.0, 1.0]], dtype=np.float64)
+        self.intrinsics = pinhole(fx, fy, cx, cy, 0.5 if half_pixel_shift else 0.0)
         self.sky_depth, self.axes, self.fps = float(sky_depth), axes, fps
 
     def sequences(self) -> list[SequenceInfo]:
@@ -89,9 +86,8 @@ class TartanAirSource(DatasetSource):
         pose_path = folder / f"pose_{camera}.txt"
         poses = _load_poses(str(pose_path))
         check_index(index, len(poses), pose_path)
-        fields = torch.from_numpy(poses[index])
-        camera_to_world = make_pose(quaternion_to_rotation(fields[3:7]), fields[:3])  # (4, 4) float64, file axes
-        world_to_camera = invert_pose(camera_to_world).numpy()
+        camera_to_world = quaternion_pose(poses[index, :3], poses[index, 3:7])  # (4, 4), file axes
+        world_to_camera = np.linalg.inv(camera_to_world)
         if self.axes == "ned":
             world_to_camera = NED_TO_OPENCV @ world_to_camera
         return SourceFrame(rgb=rgb, depth=depth, intrinsics=self.intrinsics.copy(), world_to_camera=world_to_camera)

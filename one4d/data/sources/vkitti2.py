@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from one4d.data.sources._files import read_png_uint16, read_rgb, read_text_rows
+from one4d.data.sources._files import pinhole, read_png_uint16, read_rgb, read_text_rows
 from one4d.data.sources.base import DatasetSource, FrameReadError, SequenceInfo, SourceFrame, SourceLayoutError
 
 SKY_CODE = 65535
@@ -106,8 +106,7 @@ class VKITTI2Source(DatasetSource):
 
         text = roots["textgt"] / scene / variation
         fx, fy, cx, cy = self._row(text / "intrinsic.txt", index, camera, 4)
-        shift = self.principal_point_shift
-        intrinsics = np.array([[fx, 0.0, cx - shift], [0.0, fy, cy - shift], [0.0, 0.0, 1.0]])
+        intrinsics = pinhole(fx, fy, cx, cy, self.principal_point_shift)
         pose = self._row(text / "extrinsic.txt", index, camera, 16).reshape(4, 4)
         world_to_camera = pose if self.extrinsic == "world_to_camera" else np.linalg.inv(pose)
         return SourceFrame(rgb=rgb, depth=depth, intrinsics=intrinsics, world_to_camera=world_to_camera)
