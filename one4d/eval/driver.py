@@ -158,9 +158,10 @@ def start_processes() -> tuple[int, int]:
     if world_size == 1:
         return 0, 1
     if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # "auto" / "cuda" is then this rank's GPU
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        from one4d.parallel.layout import start_process_group
+
+        start_process_group(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available()
+                            else torch.device("cpu"))
         atexit.register(dist.destroy_process_group)  # once per process: a Hydra sweep (-m) runs several benchmarks in it
     return dist.get_rank(), world_size
 

@@ -132,15 +132,22 @@ def rank_device(layout: ParallelLayout, requested: torch.device) -> torch.device
     return requested
 
 
-def start(layout: ParallelLayout, device: torch.device):
-    """Start the process group (NCCL for CUDA, gloo for the CPU) and return the (dp, cfg, ring, ulysses) mesh."""
+def start_process_group(device: torch.device) -> None:
+    """Start torch.distributed once per process (torchrun's environment): NCCL on this rank's GPU, gloo on the CPU.
+    Shared by multi-process sampling and evaluation."""
     import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
 
     if not dist.is_initialized():
         if device.type == "cuda":
-            torch.cuda.set_device(device)
+            torch.cuda.set_device(device)  # "auto" / "cuda" is then this rank's GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def start(layout: ParallelLayout, device: torch.device):
+    """Start the process group (:func:`start_process_group`) and return the (dp, cfg, ring, ulysses) mesh."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    start_process_group(device)
     shape = (layout.dp, layout.cfg, layout.ring, layout.ulysses)
     return init_device_mesh(device.type, shape, mesh_dim_names=MESH_DIMS)
 
