@@ -54,9 +54,10 @@ def known_scene(num_frames: int = NUM_FRAMES, height: int = HEIGHT, width: int =
     )
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
+def save_image(path: Path, array: np.ndarray, **kwargs) -> None:
+    """An image file (its format from the suffix; uint16 arrays become 16-bit PNGs), its folder created."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    Image.fromarray(array).save(path, **kwargs)
 
 
 # ----------------------------------------------------------------------------- PointOdyssey
@@ -70,7 +71,7 @@ def write_pointodyssey(root: Path, scene: KnownScene, split: str = "train", sequ
         Image.fromarray(rgb).save(folder / "rgbs" / f"rgb_{index:05d}.jpg", quality=95)
         codes = (np.clip(depth, 0, 1000) * 65535 / 1000).astype(np.uint16)  # FORMATS.md section 10 encode
         codes[depth == 0] = 65535  # the background, clipped to 1000 m by the generator
-        _save_png(folder / "depths" / f"depth_{index:05d}.png", codes)
+        save_image(folder / "depths" / f"depth_{index:05d}.png", codes)
     frames = len(scene.depth)
     np.savez(folder / "anno.npz", intrinsics=scene.intrinsics.astype(np.float32),
              extrinsics=scene.world_to_camera.astype(np.float32), trajs_2d=np.zeros((frames, 4, 2), np.float32),
@@ -91,7 +92,7 @@ def write_tartanair(root: Path, scene: KnownScene, env: str = "fixtureenv", diff
     folder = Path(root) / env / (env if doubled else "") / difficulty / trajectory
     lines = []
     for index, (rgb, depth, world_to_camera) in enumerate(zip(scene.rgb, scene.depth, scene.world_to_camera)):
-        _save_png(folder / "image_left" / f"{index:06d}_left.png", rgb)
+        save_image(folder / "image_left" / f"{index:06d}_left.png", rgb)
         (folder / "depth_left").mkdir(parents=True, exist_ok=True)
         np.save(folder / "depth_left" / f"{index:06d}_left_depth.npy", np.where(depth == 0, 10000.0, depth).astype(np.float32))
         camera_to_world = np.linalg.inv(world_to_camera)  # OpenCV camera axes
@@ -128,9 +129,9 @@ def write_dynamic_replica(root: Path, scene: KnownScene, split: str = "train", s
             image = f"{stem}/images/{sequence}_source_{camera}_{index:04d}.png"
             depth = f"{stem}/depths/{sequence}_source_{camera}_{index:04d}.geometric.png"
             mask = f"{stem}/masks/{sequence}_source_{camera}_{index:04d}.png"
-            _save_png(folder / image, scene.rgb[index])
-            _save_png(folder / depth, scene.depth[index].astype(np.float16).view(np.uint16))  # float16 bits in a 16-bit PNG
-            _save_png(folder / mask, scene.dynamic_mask[index].astype(np.uint8) * 255)
+            save_image(folder / image, scene.rgb[index])
+            save_image(folder / depth, scene.depth[index].astype(np.float16).view(np.uint16))  # float16 bits in a 16-bit PNG
+            save_image(folder / mask, scene.dynamic_mask[index].astype(np.uint8) * 255)
             rotation_cv, translation_cv = scene.world_to_camera[index, :3, :3], scene.world_to_camera[index, :3, 3]
             translation_cv = translation_cv - np.array([shift, 0.0, 0.0])
             K = scene.intrinsics[index]
@@ -168,7 +169,7 @@ def write_spring(root: Path, scene: KnownScene, sequence: str = "0001") -> Path:
     intrinsics, extrinsics = [], []
     for index, (rgb, depth) in enumerate(zip(scene.rgb, scene.depth)):
         number = index + 1
-        _save_png(folder / "frame_left" / f"frame_left_{number:04d}.png", rgb)
+        save_image(folder / "frame_left" / f"frame_left_{number:04d}.png", rgb)
         K = scene.intrinsics[index]
         with np.errstate(divide="ignore"):
             disparity = np.where(depth > 0, K[0, 0] * SPRING_BASELINE / depth, np.nan)  # (H, W), NaN = no ground truth
@@ -189,11 +190,13 @@ def write_spring(root: Path, scene: KnownScene, sequence: str = "0001") -> Path:
 
 
 def read_all(source, sequence) -> dict[str, np.ndarray]:
-    """Every frame of ``sequence`` read with ``source``, stacked: rgb, depth, intrinsics, world_to_camera, dynamic_mask."""
+    """Every frame of ``sequence`` read with ``source``, stacked: rgb, depth (float64), intrinsics, world_to_camera,
+    dynamic_mask (None when a frame has none)."""
     frames = [source.read_frame(sequence, index) for index in range(sequence.num_frames)]
     stacked = {key: np.stack([getattr(frame, key) for frame in frames]) for key in ("rgb", "depth", "intrinsics", "world_to_camera")}
+    stacked["depth"] = stacked["depth"].astype(np.float64)
     masks = [frame.dynamic_mask for frame in frames]
-    stacked["dynamic_mask"] = None if masks[0] is None else np.stack(masks)
+    stacked["dynamic_mask"] = None if any(mask is None for mask in masks) else np.stack(masks)
     return stacked
 
 
@@ -207,15 +210,16 @@ def check_depth(read: np.ndarray, known: np.ndarray, tolerance: float) -> None:
     assert not np.any(np.isfinite(invalid) & (invalid > 0)), "an invalid pixel was read as valid depth"
 
 
-def self_check(read: dict[str, np.ndarray], scene: KnownScene):
-    """The clip self-check (one4d.data.selfcheck.check_clip) of frames as a source returned them, invalid depth -> 0.
+def self_check(read: dict[str, np.ndarray], scene: KnownScene | None = None):
+    """The clip self-check (one4d.data.selfcheck.check_clip: worst-frame median error and outlier fraction,
+    ``.flagged()``) of frames as a source returned them, invalid depth -> 0 as the cutter does.
 
-    The fixture's scene has moving objects; where the dataset has no dynamic mask of its own the known one is
-    used, so the check measures the reader's conventions and not the motion (about 2.5 % of the points)."""
+    The fixture's scene has moving objects; where the dataset has no dynamic mask of its own the known one of
+    ``scene`` is used, so the check measures the reader's conventions and not the motion (about 2.5 % of the points)."""
     from one4d.data.selfcheck import check_clip
 
     depth = np.where(np.isfinite(read["depth"]) & (read["depth"] > 0), read["depth"], 0.0)
-    mask = read["dynamic_mask"] if read["dynamic_mask"] is not None else scene.dynamic_mask
+    mask = read["dynamic_mask"] if read["dynamic_mask"] is not None or scene is None else scene.dynamic_mask
     return check_clip(depth, read["intrinsics"], read["world_to_camera"], mask)
 
 

@@ -5,7 +5,8 @@ INTO the dataset's conventions with the encode formulas of FORMATS.md section 10
 written here independently of the readers in ``one4d/data/sources/`` (for example the BEDLAM pose is encoded with
 Unreal's FRotator axes, not by inverting the reader's matrices), so a reader with a wrong convention fails.
 
-The scene's world is moved by a fixed rigid transform first, so no dataset's first pose is the identity.
+The scene's world is moved by a fixed rigid transform first, so no dataset's first pose is the identity. Reading
+back and the self-check are tests/source_fixtures_a.py's (``read_all``, ``self_check``).
 """
 
 from __future__ import annotations
@@ -13,26 +14,14 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from source_fixtures_a import KnownScene, save_image
 
 from one4d.data.synthetic import render_scene
 from one4d.geometry import relative_to_first
-
-
-@dataclass
-class Scene:
-    """A synthetic scene in numpy, float64 cameras, in a world that is not frame 0's camera."""
-
-    rgb: np.ndarray  # (F, H, W, 3) uint8
-    depth: np.ndarray  # (F, H, W) float64 metres
-    intrinsics: np.ndarray  # (F, 3, 3) pixel centres at integer coordinates
-    world_to_camera: np.ndarray  # (F, 4, 4) OpenCV, in the moved world
-    dynamic_mask: np.ndarray  # (F, H, W) bool
 
 
 def _rotation(axis, angle: float) -> np.ndarray:
@@ -41,7 +30,7 @@ def _rotation(axis, angle: float) -> np.ndarray:
     return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
 
 
-def make_scene(seed: int = 3, frames: int = 6, height: int = 36, width: int = 64) -> Scene:
+def make_scene(seed: int = 3, frames: int = 6, height: int = 36, width: int = 64) -> KnownScene:
     """``render_scene`` with its world moved by a fixed rotation (about a tilted axis) and translation."""
     scene = render_scene(seed, num_frames=frames, height=height, width=width)
     moved = np.eye(4)
@@ -51,7 +40,7 @@ def make_scene(seed: int = 3, frames: int = 6, height: int = 36, width: int = 64
     u, _, vt = np.linalg.svd(relative_poses[:, :3, :3])
     relative_poses[:, :3, :3] = u @ vt
     world_to_camera = relative_poses @ np.linalg.inv(moved)
-    return Scene(
+    return KnownScene(
         rgb=(scene.rgb.numpy() * 255).round().astype(np.uint8),
         depth=scene.depth.double().numpy(),
         intrinsics=scene.intrinsics.double().numpy(),
@@ -65,28 +54,18 @@ def relative(world_to_camera: np.ndarray) -> np.ndarray:
     return relative_to_first(torch.as_tensor(np.asarray(world_to_camera, dtype=np.float64))).numpy()
 
 
-def save_png16(path: Path, codes: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(codes.astype(np.uint16)).save(path)
-
-
-def save_rgb(path: Path, rgb: np.ndarray, **kwargs) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path, **kwargs)
-
-
 # ----------------------------------------------------------------------------- Virtual KITTI 2
 
 
-def write_vkitti2(root: Path, scene: Scene, sky_rows: int = 2) -> str:
+def write_vkitti2(root: Path, scene: KnownScene, sky_rows: int = 2) -> str:
     """``vkitti_2.0.3_{rgb,depth,textgt}/Scene01/clone/...`` for Camera_0 (and Camera_1 rows in the text files, a
     0.53 m baseline to the right, as the stereo rig has). The top ``sky_rows`` rows are sky (65535)."""
     base = "Scene01/clone"
     for index, (rgb, depth) in enumerate(zip(scene.rgb, scene.depth)):
-        save_rgb(root / "vkitti_2.0.3_rgb" / base / "frames/rgb/Camera_0" / f"rgb_{index:05d}.jpg", rgb, quality=95, subsampling=0)
+        save_image(root / "vkitti_2.0.3_rgb" / base / "frames/rgb/Camera_0" / f"rgb_{index:05d}.jpg", rgb, quality=95, subsampling=0)
         codes = np.round(depth * 100).astype(np.uint16)  # centimetres (FORMATS.md section 10)
         codes[:sky_rows] = 65535
-        save_png16(root / "vkitti_2.0.3_depth" / base / "frames/depth/Camera_0" / f"depth_{index:05d}.png", codes)
+        save_image(root / "vkitti_2.0.3_depth" / base / "frames/depth/Camera_0" / f"depth_{index:05d}.png", codes)
     text = root / "vkitti_2.0.3_textgt" / base
     text.mkdir(parents=True)
     intrinsic = ["frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]"]
@@ -122,7 +101,7 @@ def _wxyz(rotation: np.ndarray) -> list[float]:
     return [w, x, y, z]
 
 
-def write_omniworld(root: Path, scene: Scene, caption: str = "a red ball rolls across a tiled floor") -> Path:
+def write_omniworld(root: Path, scene: KnownScene, caption: str = "a red ball rolls across a tiled floor") -> Path:
     """One extracted scene ``<uid>/`` with two splits: split 0 = all frames at global indices 10.., split 1 = the
     first three frames again at 20.. with their world turned and shifted (each split has its own camera file)."""
     folder = root / OMNIWORLD_UID
@@ -137,9 +116,9 @@ def write_omniworld(root: Path, scene: Scene, caption: str = "a red ball rolls a
         camera = {"focals": [], "cx": float(scene.intrinsics[0, 0, 2] + 0.5), "cy": float(scene.intrinsics[0, 1, 2] + 0.5),
                   "quats": [], "trans": []}
         for global_index, frame, pose in zip(indices, frames, poses):
-            save_rgb(folder / "color" / f"{global_index:06d}.png", scene.rgb[frame])
-            save_png16(folder / "depth" / f"{global_index:06d}.png", omniworld_codes(scene.depth[frame]))
-            save_rgb(folder / "gdino_mask" / f"{global_index:06d}.png", scene.dynamic_mask[frame].astype(np.uint8) * 255)
+            save_image(folder / "color" / f"{global_index:06d}.png", scene.rgb[frame])
+            save_image(folder / "depth" / f"{global_index:06d}.png", omniworld_codes(scene.depth[frame]))
+            save_image(folder / "gdino_mask" / f"{global_index:06d}.png", scene.dynamic_mask[frame].astype(np.uint8) * 255)
             camera["focals"].append(float(scene.intrinsics[frame, 0, 0]))
             camera["quats"].append(_wxyz(pose[:3, :3]))
             camera["trans"].append(pose[:3, 3].tolist())
@@ -190,7 +169,7 @@ def write_exr_depth(path: Path, z_cm: np.ndarray) -> None:
     exr.close()
 
 
-def write_bedlam(root: Path, scene: Scene, sequence: str = "seq_000000", sky_rows: int = 1) -> Path:
+def write_bedlam(root: Path, scene: KnownScene, sequence: str = "seq_000000", sky_rows: int = 1) -> Path:
     """One BEDLAM scene folder with one sequence: PNGs, centimetre EXR depth (top rows sky), env masks (255 =
     environment), the camera csv in Unreal units and a be_seq.csv naming the sequence. Needs a 16:9 scene."""
     folder = root / BEDLAM_SCENE
@@ -199,11 +178,11 @@ def write_bedlam(root: Path, scene: Scene, sequence: str = "seq_000000", sky_row
     rows = ["name,x,y,z,yaw,pitch,roll,focal_length"]
     for index in range(frames):
         stem = f"{sequence}_{index:04d}"
-        save_rgb(folder / "png" / sequence / f"{stem}.png", scene.rgb[index])
+        save_image(folder / "png" / sequence / f"{stem}.png", scene.rgb[index])
         z_cm = scene.depth[index] * 100.0
         z_cm[:sky_rows] = BEDLAM_SKY_CM
         write_exr_depth(folder / "depth" / sequence / f"{stem}_depth.exr", z_cm)
-        save_rgb(folder / "masks" / sequence / f"{stem}_env.png", (~scene.dynamic_mask[index]).astype(np.uint8) * 255)
+        save_image(folder / "masks" / sequence / f"{stem}_env.png", (~scene.dynamic_mask[index]).astype(np.uint8) * 255)
         focal_mm = scene.intrinsics[index, 0, 0] * 36.0 / width
         values = opencv_to_unreal_camera(scene.world_to_camera[index]) + (focal_mm,)
         rows.append(f"{stem}," + ",".join(f"{value:.10f}" for value in values))
@@ -244,7 +223,7 @@ def csr_parts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return matrix.data, matrix.indices, matrix.indptr
 
 
-def write_spatialvid(root: Path, scene: Scene, caption: str = "A handheld camera walks through a bright room.",
+def write_spatialvid(root: Path, scene: KnownScene, caption: str = "A handheld camera walks through a bright room.",
                      sky_rows: int = 1) -> Path:
     """One SpatialVID clip: a 10 fps mp4 at twice the depth resolution whose even frames are the scene's frames
     (odd frames are other pictures), indexes.txt ``i 2i``, a zip of HALF disparity EXRs (top rows 0 = no depth),
@@ -285,29 +264,3 @@ def write_spatialvid(root: Path, scene: Scene, caption: str = "A handheld camera
     np.savez(annotations / "dyn_masks.npz", **parts)
     (annotations / "caption.json").write_text(json.dumps({"CameraMotion": "forward", "SceneDescription": caption}))
     return annotations
-
-
-# ----------------------------------------------------------------------------- reading back
-
-
-def read_sequence(source, sequence) -> dict:
-    """Every frame of ``sequence`` through ``source.read_frame``, stacked: rgb, depth, intrinsics, world_to_camera,
-    dynamic_mask (None when the source gave none)."""
-    frames = [source.read_frame(sequence, index) for index in range(sequence.num_frames)]
-    masks = [frame.dynamic_mask for frame in frames]
-    return {
-        "rgb": np.stack([frame.rgb for frame in frames]),
-        "depth": np.stack([frame.depth for frame in frames]).astype(np.float64),
-        "intrinsics": np.stack([frame.intrinsics for frame in frames]),
-        "world_to_camera": np.stack([frame.world_to_camera for frame in frames]),
-        "dynamic_mask": None if any(mask is None for mask in masks) else np.stack(masks),
-    }
-
-
-def self_check(read: dict):
-    """The clip self-check (``one4d.data.selfcheck.check_clip``: worst-frame median error and outlier fraction,
-    ``.flagged()``) on what a source read, invalid depth zeroed as the cutter does."""
-    from one4d.data.selfcheck import check_clip
-
-    depth = np.where(np.isfinite(read["depth"]) & (read["depth"] > 0), read["depth"], 0.0)
-    return check_clip(depth, read["intrinsics"], read["world_to_camera"], read["dynamic_mask"])

@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from source_fixtures_b import BEDLAM_SCENE, make_scene, read_sequence, self_check, write_bedlam
+from source_fixtures_a import read_all, self_check
+from source_fixtures_b import BEDLAM_SCENE, make_scene, write_bedlam
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 from one4d.data.sources.bedlam import _camera_rows
@@ -30,7 +31,7 @@ def test_reads_known_geometry(download):
     sequences = source.sequences()
     assert [(s.name, s.num_frames, s.fps) for s in sequences] == [(f"{BEDLAM_SCENE}/seq_000000", 6, 30.0)]
     _camera_rows.cache_clear()
-    read = read_sequence(source, sequences[0])
+    read = read_all(source, sequences[0])
     assert _camera_rows.cache_info().misses == 1  # the camera csv parsed once, not once per frame
     # Depth: float32 centimetres / 100, so float32 rounding only (1e-7 relative); the top row is sky, > 200 m,
     # which the config's far cut zeroes.
@@ -46,8 +47,8 @@ def test_reads_known_geometry(download):
 def test_wrong_depth_unit_fails_the_self_check(download):
     root, _ = download
     sequence = get_source("bedlam")(root).sequences()[0]
-    right = read_sequence(get_source("bedlam")(root), sequence)
-    wrong = read_sequence(get_source("bedlam")(root, depth_unit_m=1.0), sequence)  # centimetres read as metres
+    right = read_all(get_source("bedlam")(root), sequence)
+    wrong = read_all(get_source("bedlam")(root, depth_unit_m=1.0), sequence)  # centimetres read as metres
     for read in (right, wrong):
         read["depth"][:, 0] = 0  # the sky row, as the far cut leaves it
     check = self_check(right)

@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from source_fixtures_b import OMNIWORLD_UID, make_scene, omniworld_codes, read_sequence, relative, self_check, write_omniworld
+from source_fixtures_a import read_all, self_check
+from source_fixtures_b import OMNIWORLD_UID, make_scene, omniworld_codes, relative, write_omniworld
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 from one4d.data.sources.omniworld_game import _load_split
@@ -32,7 +33,7 @@ def test_reads_known_geometry(download):
     assert [(s.name, s.num_frames, s.fps) for s in sequences] == [
         (f"{OMNIWORLD_UID}/split_0", 6, 24.0), (f"{OMNIWORLD_UID}/split_1", 3, 24.0)]
     _load_split.cache_clear()
-    read = read_sequence(source, sequences[0])
+    read = read_all(source, sequences[0])
     assert _load_split.cache_info().misses == 1  # split_info and the split's camera json parsed once, not per frame
     # Depth: z = d / (1000 - 999 d) / 0.004 has dz/dd = 4 z^2 / d^2, so a code rounded to 1/65535 is off by at
     # most 4 z^2 / d^2 * 0.5 / 65535 (0.06 % at 5 m, growing linearly with z).
@@ -45,7 +46,7 @@ def test_reads_known_geometry(download):
     assert (read["rgb"] == scene.rgb).all()
     assert (read["dynamic_mask"] == scene.dynamic_mask).all()
     # Split 1: its own camera file and world; its cameras relative to its first frame are the scene's.
-    second = read_sequence(source, sequences[1])
+    second = read_all(source, sequences[1])
     np.testing.assert_allclose(relative(second["world_to_camera"]), relative(scene.world_to_camera[:3]), atol=1e-9)
     assert not np.allclose(second["world_to_camera"], scene.world_to_camera[:3], atol=1e-3)
 
@@ -60,14 +61,14 @@ def test_captions_per_segment(download):
 
 
 def test_sky_and_far_percentile(download, tmp_path):
-    from source_fixtures_b import save_png16
+    from source_fixtures_a import save_image
 
     root, scene = download
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     codes = np.full(scene.depth[0].shape, 65535, dtype=np.uint16)  # sky everywhere, near in one pixel
     codes[0, 0] = 50
-    save_png16(copy / OMNIWORLD_UID / "depth" / "000010.png", codes)
+    save_image(copy / OMNIWORLD_UID / "depth" / "000010.png", codes)
     source = get_source("omniworld_game")(copy, far_percentile=None)
     assert (source.read_frame(source.sequences()[0], 0).depth == 0).all()
     cut = get_source("omniworld_game")(copy, far_percentile=90).read_frame(source.sequences()[0], 1).depth
@@ -79,9 +80,9 @@ def test_wrong_quaternion_order_fails_the_self_check(download):
     root, _ = download
     right_source = get_source("omniworld_game")(root, **OPTIONS)
     wrong_source = get_source("omniworld_game")(root, quaternion_order="xyzw", **OPTIONS)
-    right = self_check(read_sequence(right_source, right_source.sequences()[0]))
+    right = self_check(read_all(right_source, right_source.sequences()[0]))
     assert right.error < 0.005 and not right.flagged()
-    assert self_check(read_sequence(wrong_source, wrong_source.sequences()[0])).flagged()
+    assert self_check(read_all(wrong_source, wrong_source.sequences()[0])).flagged()
 
 
 def test_other_layout_is_one_line(tmp_path):

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from source_fixtures_b import SPATIALVID_CLIP, make_scene, read_sequence, self_check, write_spatialvid
+from source_fixtures_a import read_all, self_check
+from source_fixtures_b import SPATIALVID_CLIP, make_scene, write_spatialvid
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 
@@ -37,7 +38,7 @@ def test_reads_known_geometry(download, monkeypatch):
                         lambda file, *args, **kwargs: opened.append(str(getattr(file, "name", file))) or open_zip(file, *args, **kwargs))
     # 10 fps video annotated every 2nd frame: the sequence is the 6 annotated frames at 5 fps.
     assert [(s.name, s.num_frames, s.fps) for s in sequences] == [(SPATIALVID_CLIP, 6, 5.0)]
-    read = read_sequence(source, sequences[0])
+    read = read_all(source, sequences[0])
     # the depth zip and dyn_masks.npz opened once for the sequence, not once per frame
     assert sorted(Path(file).suffix for file in opened) == [".npz", ".zip"]
     # Depth = 1 / float16 disparity: relative error at most float16's half ulp, 2^-11 = 4.9e-4. Top row: no depth.
@@ -59,9 +60,9 @@ def test_reads_known_geometry(download, monkeypatch):
 def test_wrong_pose_convention_fails_the_self_check(download):
     root, _ = download
     sequence = get_source("spatialvid")(root).sequences()[0]
-    right = self_check(read_sequence(get_source("spatialvid")(root), sequence))
+    right = self_check(read_all(get_source("spatialvid")(root), sequence))
     assert right.error < 0.002 and not right.flagged()  # float16 disparity: ~5e-4
-    assert self_check(read_sequence(get_source("spatialvid")(root, pose="camera_to_world"), sequence)).flagged()
+    assert self_check(read_all(get_source("spatialvid")(root, pose="camera_to_world"), sequence)).flagged()
 
 
 def test_other_layout_is_one_line(tmp_path):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from source_fixtures_b import make_scene, read_sequence, self_check, write_vkitti2
+from source_fixtures_a import read_all, self_check
+from source_fixtures_b import make_scene, write_vkitti2
 
 from one4d.data.sources import FrameReadError, SourceLayoutError, get_source
 from one4d.data.sources.vkitti2 import _read_table
@@ -26,7 +27,7 @@ def test_reads_known_geometry(download):
     sequences = source.sequences()
     assert [s.name for s in sequences] == ["Scene01/clone/Camera_0"] and sequences[0].num_frames == 6
     _read_table.cache_clear()
-    read = read_sequence(source, sequences[0])
+    read = read_all(source, sequences[0])
     assert _read_table.cache_info().misses == 2  # intrinsic.txt and extrinsic.txt parsed once, not once per frame
     # Depth: centimetre codes, so |error| <= 0.5 cm; the top two rows are sky (65535) and must read 0.
     assert (read["depth"][:, :2] == 0).all()
@@ -42,8 +43,8 @@ def test_reads_known_geometry(download):
 def test_wrong_pose_convention_fails_the_self_check(download):
     root, _ = download
     sequence = get_source("vkitti2")(root).sequences()[0]
-    right = read_sequence(get_source("vkitti2")(root), sequence)
-    wrong = read_sequence(get_source("vkitti2")(root, extrinsic="camera_to_world"), sequence)
+    right = read_all(get_source("vkitti2")(root), sequence)
+    wrong = read_all(get_source("vkitti2")(root, extrinsic="camera_to_world"), sequence)
     check = self_check(right)
     assert check.error < 0.01 and not check.flagged()  # centimetre quantisation at a few metres: well under 1 %
     assert self_check(wrong).flagged()
@@ -60,7 +61,7 @@ def test_renamed_or_merged_archive_folders(download, tmp_path):
         shutil.copytree(root / f"vkitti_2.0.3_{modality}", merged, dirs_exist_ok=True)
     for layout in (renamed, merged):
         source = get_source("vkitti2")(layout)
-        read = read_sequence(source, source.sequences()[0])
+        read = read_all(source, source.sequences()[0])
         np.testing.assert_allclose(read["world_to_camera"], scene.world_to_camera, atol=1e-8)
 
 
