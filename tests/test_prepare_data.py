@@ -262,6 +262,7 @@ def test_killed_run_resumes_to_identical_clips_and_index(dataset, reference):
     assert not (out / "index.jsonl").exists(), "the run finished before it was killed: the test proves nothing"
     (out / ".seq_c_000005.partial").mkdir(exist_ok=True)  # as a kill during a write leaves it
     (out / ".seq_c_000005.partial" / "rgb.mp4").write_bytes(b"half")
+    (out / ".seq_z_000000.partial").mkdir()  # a partial of a segment no longer planned (e.g. an earlier limit=) goes too
     result = _run(dataset, out, "workers=1", f"captions={dataset['captions']}")
     assert result.returncode == 0, result.stderr
     assert "kept from an earlier run" in result.stdout and not list(out.glob(".*.partial"))
