@@ -78,3 +78,17 @@ def test_nothing_co_visible_is_nan(scene):
     assert math.isnan(reprojection_error(depth[:1], intrinsics[:1], poses[:1]))
     assert math.isnan(reprojection_error(torch.zeros_like(depth), intrinsics, poses))
     assert not check_clip(torch.zeros_like(depth), intrinsics, poses).flagged()
+
+
+def test_depth_edges_are_not_compared():
+    """A reprojected point landing between a near (1 m) and a far (10 m) pixel is not compared: interpolating across
+    the edge would give a depth of neither surface and count a correct clip's edge points as errors."""
+    from one4d.data.selfcheck import _sample_inverse_depth
+
+    depth = torch.full((4, 6), 10.0)
+    depth[:, :3] = 1.0  # near surface on the left three columns
+    inverse = 1.0 / depth
+    pixels = torch.tensor([[2.5, 1.5], [0.5, 1.5], [4.5, 1.5], [5.5, 1.5]])  # across the edge, near, far, outside
+    values, comparable = _sample_inverse_depth(inverse, pixels)
+    assert comparable.tolist() == [False, True, True, False]
+    torch.testing.assert_close(values[1:3], torch.tensor([1.0, 0.1]))
