@@ -142,14 +142,15 @@ def test_invalid_and_far_depth_become_zero_and_are_counted(wide_scene, tmp_path)
 def test_plan_strides_by_target_fps_skips_short_sequences_and_limits(wide_scene, tmp_path):
     class TwoSequences(MemorySource):
         def sequences(self):
-            return [SequenceInfo("long", 40, fps=30.0), SequenceInfo("short", 12, fps=30.0)]
+            return [SequenceInfo("long", 40, fps=30.0), SequenceInfo("short", 12, fps=30.0),
+                    SequenceInfo("broken", 0, problem="cannot read broken/poses.txt")]
 
     source = TwoSequences(tmp_path, wide_scene)
     settings = RunSettings(source="memory", root=tmp_path, out=tmp_path / "out", options={}, stride=1, fps=10.0,
                            cut=CutSettings(num_frames=5, height=32, width=48))
     segments, skipped = plan(source, settings, captions=None)
     assert [(s.sequence.name, s.first, s.stride) for s in segments] == [("long", 0, 3), ("long", 15, 3)]  # 30 fps / 10
-    assert skipped == [("short", "12 frames, a clip needs 13 (num_frames=5, stride=3)")]
+    assert skipped == [("short", "12 frames, a clip needs 13 (num_frames=5, stride=3)"), ("broken", "cannot read broken/poses.txt")]
     settings.limit, settings.fps, settings.stride = 3, None, 2
     segments, _ = plan(source, settings, captions=None)
     assert [(s.sequence.name, s.first) for s in segments] == [("long", 0), ("long", 10), ("long", 20)]

@@ -80,3 +80,14 @@ def test_missing_depth_file(download, tmp_path):
     source = get_source("bedlam")(copy)
     with pytest.raises(FrameReadError, match="seq_000000_0004_depth.exr"):
         source.read_frame(source.sequences()[0], 4)
+
+
+def test_sequence_without_camera_file_is_listed_with_its_problem(download, tmp_path):
+    """A sequence be_seq.csv names whose camera csv is missing is reported as skipped (named, with the file), not dropped."""
+    root, _ = download
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / BEDLAM_SCENE / "ground_truth" / "camera" / "seq_000000_camera.csv").unlink()
+    sequences = get_source("bedlam")(copy).sequences()
+    assert [(s.name, s.num_frames) for s in sequences] == [(f"{BEDLAM_SCENE}/seq_000000", 0)]
+    assert sequences[0].problem.startswith("missing camera file") and "seq_000000_camera.csv" in sequences[0].problem

@@ -111,3 +111,5 @@ def test_broken_split_info_is_a_skipped_sequence(download, tmp_path):
     sequences = get_source("omniworld_game")(copy).sequences()
     assert [(s.name, s.num_frames) for s in sequences] == [
         ("0b3caf48b79d/split_info.json", 0), (f"{OMNIWORLD_UID}/split_0", 6), (f"{OMNIWORLD_UID}/split_1", 3)]
+    assert "cannot read" in sequences[0].problem and "0b3caf48b79d/split_info.json" in sequences[0].problem
+    assert sequences[1].problem is None

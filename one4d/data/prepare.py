@@ -159,6 +159,9 @@ def plan(source, settings: RunSettings, captions) -> tuple[list[Segment], list[t
     """Every segment to convert, in sequence order then first frame, and the sequences skipped with the reason."""
     segments, skipped = [], []
     for sequence in source.sequences():
+        if sequence.problem:
+            skipped.append((sequence.name, sequence.problem))
+            continue
         stride = settings.stride
         if settings.fps is not None and sequence.fps:
             stride = max(1, round(sequence.fps / settings.fps))

@@ -33,12 +33,15 @@ class FrameReadError(ValueError):
 @dataclass
 class SequenceInfo:
     """One sequence of a download. ``name`` is unique within the source, stable between runs and usable in a
-    path (for example ``train/ani11_new_``); ``fps`` is the dataset's frame rate where it states one."""
+    path (for example ``train/ani11_new_``); ``fps`` is the dataset's frame rate where it states one. ``problem`` says
+    why a sequence cannot be read at all (its listing or pose file is missing or unreadable): the run names it in the
+    report as a skipped sequence and goes on."""
 
     name: str
     num_frames: int
     fps: float | None = None
     split: str | None = None
+    problem: str | None = None
 
 
 @dataclass

@@ -118,15 +118,18 @@ class BedlamSource(DatasetSource):
             prefix = "" if scene == self.root else f"{scene.name}/"
             try:
                 names = _sequence_names(scene / "be_seq.csv")
-            except (OSError, UnicodeDecodeError, csv.Error):
-                # listed with 0 frames, so the report names the broken file as a skipped sequence and the run goes on
-                found.append(SequenceInfo(f"{prefix}be_seq.csv", 0, None))
+            except (OSError, UnicodeDecodeError, csv.Error) as error:
+                # listed with its problem, so the report names the broken file as a skipped sequence and the run goes on
+                found.append(SequenceInfo(f"{prefix}be_seq.csv", 0, problem=f"cannot read {scene / 'be_seq.csv'}: {error}"))
                 continue
             for sequence in names:
                 camera = scene / "ground_truth" / "camera" / f"{sequence}_camera.csv"
-                if camera.is_file():  # rows = lines after the header; a broken file fails in read_frame, per segment
-                    rows = sum(1 for line in camera.read_text(errors="replace").splitlines()[1:] if line.strip())
-                    found.append(SequenceInfo(f"{prefix}{sequence}", rows, self.fps))
+                if not camera.is_file():  # a sequence be_seq.csv names without its camera file: reported, not dropped
+                    found.append(SequenceInfo(f"{prefix}{sequence}", 0, problem=f"missing camera file {camera}"))
+                    continue
+                # rows = lines after the header; a broken file fails in read_frame, per segment
+                rows = sum(1 for line in camera.read_text(errors="replace").splitlines()[1:] if line.strip())
+                found.append(SequenceInfo(f"{prefix}{sequence}", rows, self.fps))
         return found
 
     def read_frame(self, sequence: SequenceInfo, index: int) -> SourceFrame:

@@ -104,9 +104,9 @@ class OmniWorldGameSource(DatasetSource):
                 splits = json.loads((scene / "split_info.json").read_text())["split"]
                 fps_file = scene / "fps.txt"
                 fps = float(fps_file.read_text().split()[0]) if fps_file.is_file() else self.fps
-            except (OSError, ValueError, KeyError, IndexError, TypeError):
-                # listed with 0 frames, so the report names the broken file as a skipped sequence and the run goes on
-                found.append(SequenceInfo(f"{prefix}split_info.json", 0, None))
+            except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+                # listed with its problem, so the report names the broken file as a skipped sequence and the run goes on
+                found.append(SequenceInfo(f"{prefix}split_info.json", 0, problem=f"cannot read {scene}/split_info.json or fps.txt: {error!r}"))
                 continue
             found += [SequenceInfo(f"{prefix}split_{i}", len(indices), fps, split=None) for i, indices in enumerate(splits)]
         return found

@@ -136,10 +136,11 @@ class SpatialVIDSource(DatasetSource):
         for path in poses:
             clip = path.parent
             name = f"{clip.parent.name}/{clip.name}"
-            try:  # an unreadable poses.npy lists the clip with 0 frames: the report names it as skipped, the run goes on
+            try:  # an unreadable poses.npy lists the clip with its problem: the report names it as skipped, the run goes on
                 count = int(np.load(path, mmap_mode="r").shape[0])
-            except (OSError, ValueError):
-                count = 0
+            except (OSError, ValueError) as error:
+                found.append(SequenceInfo(name, 0, problem=f"cannot read {path}: {error}"))
+                continue
             found.append(SequenceInfo(name, count, self._fps(clip, name) if count else None, split=None))
         return found
 
