@@ -62,8 +62,10 @@ def test_missing_depth_or_short_pose_file(download, tmp_path):
     (folder / "depth_left/000003_left_depth.npy").unlink()
     lines = (folder / "pose_left.txt").read_text().splitlines()
     (folder / "pose_left.txt").write_text("\n".join(lines[:5]) + "\n")  # a truncated pose file: frame 5 has none
+    (tmp_path / "copy/otherenv/Hard/P001/pose_left.txt").unlink()  # a trajectory without its pose file: named, not dropped
     source = get_source("tartanair")(tmp_path / "copy", **tartanair_options(scene))
-    sequence = source.sequences()[0]
+    sequence, unposed = source.sequences()
+    assert unposed.name == "otherenv/Hard/P001/left" and unposed.problem.startswith("missing pose file")
     source.read_frame(sequence, 2)
     with pytest.raises(FrameReadError, match="000003_left_depth.npy"):
         source.read_frame(sequence, 3)

@@ -66,10 +66,13 @@ class TartanAirSource(DatasetSource):
         found = []
         for folder in sorted(trajectories):
             for camera in self.cameras:
+                name = f"{folder.relative_to(self.root).as_posix()}/{camera}"
                 if (folder / f"pose_{camera}.txt").is_file():
                     count = len(list((folder / f"image_{camera}").glob(f"*_{camera}.png")))
-                    found.append(SequenceInfo(f"{folder.relative_to(self.root).as_posix()}/{camera}", count, self.fps))
-        if not found:
+                    found.append(SequenceInfo(name, count, self.fps))
+                elif (folder / f"image_{camera}").is_dir():  # frames without their pose file: reported, not dropped
+                    found.append(SequenceInfo(name, 0, problem=f"missing pose file {folder / f'pose_{camera}.txt'}"))
+        if all(sequence.problem for sequence in found):
             raise SourceLayoutError(self.name, self.root, f"<env>/<env>/{'|'.join(self.difficulties)}/P000/pose_{self.cameras[0]}.txt")
         return found
 
