@@ -240,6 +240,8 @@ def test_bad_input_is_one_line(dataset, reference, tmp_path):
     layout = _run(dataset, tmp_path / "b", root=tmp_path / "other")
     assert layout.returncode == 2 and layout.stderr.startswith("error: ") and layout.stderr.count("\n") == 1
     assert "<sequence>/cameras.json" in layout.stderr and "data/sources.md" in layout.stderr
+    misspelt = _run(dataset, tmp_path / "c", "+source.options.axis=ned", source="tartanair")
+    assert misspelt.returncode == 2 and misspelt.stderr.count("\n") == 1 and "source.options:" in misspelt.stderr and "'axis'" in misspelt.stderr
     inside = _run(dataset, dataset["root"] / "clips")
     assert inside.returncode == 2 and "inside root" in inside.stderr and not (dataset["root"] / "clips").exists()
     (tmp_path / "a_file").write_text("")

@@ -282,7 +282,10 @@ def _finished(folder: Path, segment: Segment, cut: CutSettings) -> dict | None:
 def prepare(settings: RunSettings) -> dict:
     """Convert the dataset; returns the summary (clips, skipped, seconds). Bad input raises a one-line ValueError
     before any clip is written."""
-    source = get_source(settings.source)(settings.root, **settings.options)  # SourceLayoutError: not this dataset
+    try:
+        source = get_source(settings.source)(settings.root, **settings.options)  # SourceLayoutError: not this dataset
+    except TypeError as error:  # a misspelt or unknown source.options key
+        raise ValueError(f"source.options: {error}; configs/source/{settings.source}.yaml lists the options") from None
     captions = _caption_file(settings.captions)
     _check_out(settings.out)
     started = time.perf_counter()
