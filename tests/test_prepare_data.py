@@ -102,6 +102,9 @@ def test_depth_is_nearest_and_rgb_antialiased():
     assert np.abs(rgb.astype(float) - frame.rgb[1::3, 1::3]).mean() > 0.5  # not a point sample: a real filter
     np.testing.assert_allclose(intrinsics[0, 0], frame.intrinsics[0, 0] / 3)
     np.testing.assert_allclose(intrinsics[0, 2], (frame.intrinsics[0, 2] + 0.5) / 3 - 0.5)
+    frame.dynamic_mask = np.zeros((192, 288), bool)  # a mask at another resolution than the frame: refused, not misread
+    with pytest.raises(SegmentError, match="dynamic mask is 192x288 but RGB is 96x144"):
+        resize_frame(frame, 32, 48)
 
 
 def test_invalid_and_far_depth_become_zero_and_are_counted(wide_scene, tmp_path):

@@ -101,6 +101,9 @@ def resize_frame(frame: SourceFrame, height: int, width: int) -> tuple[np.ndarra
     native_height, native_width = frame.rgb.shape[:2]
     if frame.depth.shape != (native_height, native_width):
         raise SegmentError(f"depth is {frame.depth.shape[0]}x{frame.depth.shape[1]} but RGB is {native_height}x{native_width}")
+    if frame.dynamic_mask is not None and frame.dynamic_mask.shape != (native_height, native_width):
+        # a mask of another size would be sampled at the wrong pixels (larger) or fail with an IndexError (smaller)
+        raise SegmentError(f"dynamic mask is {frame.dynamic_mask.shape[0]}x{frame.dynamic_mask.shape[1]} but RGB is {native_height}x{native_width}")
     top, left, crop_height, crop_width = crop_box(native_height, native_width, height, width)
     rgb = frame.rgb[top:top + crop_height, left:left + crop_width]
     shrinking = crop_height * crop_width >= height * width
