@@ -18,7 +18,6 @@ have a caption are skipped unless ``overwrite``: a killed run resumes where it s
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from one4d.data.clip import META_NAME, ClipError, read_meta, read_rgb, write_meta
+from one4d.data.clip import META_NAME, ClipError, read_meta, read_rgb, write_meta, write_text_atomic
 
 INDEX_NAME = "index.jsonl"
 DEFAULT_PROMPT = (
@@ -200,7 +199,5 @@ def sync_index(root: str | Path) -> int:
         if caption is not None and entry.get("caption") != caption:
             entry["caption"], changed = caption, changed + 1
         lines.append(json.dumps(entry))
-    temporary = path.with_name(f".{INDEX_NAME}.tmp")
-    temporary.write_text("".join(line + "\n" for line in lines))
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
     return changed

@@ -205,12 +205,17 @@ def write_clip(
     return folder
 
 
-def write_meta(folder: str | Path, meta: dict) -> None:
-    """Replace a clip's meta.json atomically (temporary file + rename), so a killed job never leaves half a file."""
-    path = Path(folder) / META_NAME
-    temporary = path.with_name(f".{META_NAME}.tmp")
-    temporary.write_text(json.dumps(meta, indent=1))
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace a text file atomically (a dot-named temporary beside it, then a rename): a killed job never leaves half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def write_meta(folder: str | Path, meta: dict) -> None:
+    """Replace a clip's meta.json atomically (:func:`write_text_atomic`)."""
+    write_text_atomic(Path(folder) / META_NAME, json.dumps(meta, indent=1))
 
 
 # ----------------------------------------------------------------------------- reading

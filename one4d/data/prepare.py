@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from one4d.data.clip import ClipError, read_meta
+from one4d.data.clip import ClipError, read_meta, write_text_atomic
 from one4d.data.cutter import (PARTIAL_PREFIX, PARTIAL_SUFFIX, CutSettings, SegmentError, cut_segment, plan_segments,
                                segment_frames, write_cut_clip)
 from one4d.data.selfcheck import ERROR_THRESHOLD, OUTLIER_THRESHOLD
@@ -309,9 +309,9 @@ def prepare(settings: RunSettings) -> dict:
             seconds[key] = seconds.get(key, 0.0) + value
         meta = read_meta(settings.out / segment.name)
         entries.append(_index_entry(segment, meta, settings))
-    _write_atomic(settings.out / INDEX_NAME, "".join(json.dumps(entry) + "\n" for entry in entries))
+    write_text_atomic(settings.out / INDEX_NAME, "".join(json.dumps(entry) + "\n" for entry in entries))
     unused = captions.unused_keys() if captions is not None else []
-    _write_atomic(settings.out / REPORT_NAME, _report(settings, segments, entries, skipped_sequences, skipped_segments, unused))
+    write_text_atomic(settings.out / REPORT_NAME, _report(settings, segments, entries, skipped_sequences, skipped_segments, unused))
     return {"clips": len(entries), "converted": sum(r["written"] for r in results.values()), "kept": len(done),
             "skipped_segments": len(skipped_segments), "skipped_sequences": len(skipped_sequences),
             "flagged": sum(entry["flagged"] for entry in entries), "frames": sum(r["frames"] for r in results.values()),
@@ -326,12 +326,6 @@ def _index_entry(segment: Segment, meta: dict, settings: RunSettings) -> dict:
             "stride": segment.stride, "num_frames": meta["num_frames"], "height": meta["height"], "width": meta["width"],
             "fps": meta.get("fps"), "caption": meta.get("caption", ""), "selfcheck_error": error,
             "selfcheck_outliers": outliers, "flagged": bool(flagged)}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _distribution(values: list[float]) -> str:
