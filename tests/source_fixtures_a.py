@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from one4d.data.synthetic import render_scene
+from one4d.geometry import depth_to_pointmap, resize_intrinsics
+
+REPO = Path(__file__).resolve().parents[1]
 
 SEED = 1  # a camera that moves sideways (1.4 m) and turns (21 degrees): every axis convention shows in the cameras
 NUM_FRAMES, HEIGHT, WIDTH = 6, 24, 32
@@ -230,3 +237,29 @@ def config_options(name: str) -> dict:
     config = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "source" / f"{name}.yaml")
     assert config.name == name and {"far_depth", "stride", "options"} <= set(config)
     return OmegaConf.to_container(config.options)
+
+
+# ----------------------------------------------------------------------------- the command, end to end
+
+
+def convert_download(source: str, root: Path, out: Path, frames: int, height: int, width: int,
+                     *overrides: str) -> subprocess.CompletedProcess:
+    """scripts/prepare_data.py as a user runs it (one worker, stride 1, no progress bar)."""
+    command = [sys.executable, str(REPO / "scripts" / "prepare_data.py"), f"source={source}", f"root={root}", f"out={out}",
+               f"num_frames={frames}", f"height={height}", f"width={width}", "workers=1", "stride=1", "progress=false", *overrides]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def check_clip_geometry(clip, scene: KnownScene, expected_depth: np.ndarray, valid: np.ndarray, shrink: int,
+                        points_atol: float) -> None:
+    """A converted clip's cameras equal the scene's (intrinsics resized ``shrink`` times, poses relative to frame 0) and
+    its float16 pointmaps the scene's points on ``valid`` pixels (to 2^-10 of their extent plus ``points_atol``)."""
+    frames = len(expected_depth)
+    expected_intrinsics = resize_intrinsics(torch.from_numpy(scene.intrinsics[:frames]), 1 / shrink, 1 / shrink)
+    np.testing.assert_allclose(clip.intrinsics.numpy(), expected_intrinsics.numpy(), atol=1e-4)
+    expected_poses = scene.world_to_camera[:frames] @ np.linalg.inv(scene.world_to_camera[0])  # relative to frame 0
+    stored = clip.world_to_camera.numpy()
+    np.testing.assert_allclose(stored @ np.linalg.inv(stored[0]), expected_poses, atol=1e-5)
+    expected_points = depth_to_pointmap(torch.from_numpy(expected_depth), expected_intrinsics, torch.from_numpy(expected_poses)).numpy()
+    scale = np.abs(expected_points[valid]).max()
+    np.testing.assert_allclose(clip.pointmaps.numpy()[valid], expected_points[valid], atol=scale * 2.0**-10 + points_atol)

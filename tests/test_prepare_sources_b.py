@@ -9,21 +9,15 @@ The fixture is rendered at exactly 3x the clip size, so the cutter's nearest-nei
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from source_fixtures_a import check_clip_geometry, convert_download
 from source_fixtures_b import make_scene, omniworld_codes, write_bedlam, write_omniworld, write_spatialvid, write_vkitti2
 
 from one4d.data.clip import read_clip
-from one4d.geometry import depth_to_pointmap, resize_intrinsics
 
-ROOT = Path(__file__).resolve().parents[1]
 FRAMES, SCALE = 5, 3
 SIZES = {"bedlam": (36, 64), "omniworld_game": (32, 48), "spatialvid": (32, 48), "vkitti2": (32, 48)}  # clip (H, W); BEDLAM 16:9
 WRITERS = {"bedlam": lambda root, scene: write_bedlam(root, scene, sky_rows=2), "omniworld_game": write_omniworld,
@@ -42,14 +36,6 @@ def depth_bound(source: str, depth: np.ndarray) -> np.ndarray:
     return own + FLOAT16 * (depth + own) + 1e-6
 
 
-def convert(source: str, root: Path, out: Path) -> subprocess.CompletedProcess:
-    height, width = SIZES[source]
-    command = [sys.executable, str(ROOT / "scripts" / "prepare_data.py"), f"source={source}", f"root={root}", f"out={out}",
-               f"num_frames={FRAMES}", f"height={height}", f"width={width}", "workers=1", "stride=1", "progress=false"]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 @pytest.mark.parametrize("source", ["bedlam", "omniworld_game", "spatialvid", "vkitti2"])
 def test_command_converts_the_download(source, tmp_path):
     if source in ("bedlam", "spatialvid"):
@@ -57,7 +43,7 @@ def test_command_converts_the_download(source, tmp_path):
     height, width = SIZES[source]
     scene = make_scene(seed=4, frames=6, height=height * SCALE, width=width * SCALE)
     WRITERS[source](tmp_path / "download", scene)
-    result = convert(source, tmp_path / "download", tmp_path / "clips")
+    result = convert_download(source, tmp_path / "download", tmp_path / "clips", FRAMES, height, width)
     assert result.returncode == 0, result.stderr[-2000:]
 
     entries = [json.loads(line) for line in (tmp_path / "clips" / "index.jsonl").read_text().splitlines()]
@@ -74,15 +60,7 @@ def test_command_converts_the_download(source, tmp_path):
     assert valid.sum() >= (0.93 if source == "omniworld_game" else 1.0) * (expected_depth > 0).sum()
     assert (np.abs(depth - expected_depth)[valid] <= depth_bound(source, expected_depth)[valid]).all()
 
-    expected_intrinsics = resize_intrinsics(torch.from_numpy(scene.intrinsics[:FRAMES]), 1 / SCALE, 1 / SCALE)
-    np.testing.assert_allclose(clip.intrinsics.numpy(), expected_intrinsics.numpy(), atol=1e-4)
-    expected_poses = scene.world_to_camera[:FRAMES] @ np.linalg.inv(scene.world_to_camera[0])  # relative to frame 0
-    stored = clip.world_to_camera.numpy()
-    np.testing.assert_allclose(stored @ np.linalg.inv(stored[0]), expected_poses, atol=1e-5)
-    # Pointmaps: every valid pixel's point in frame 0's camera, float16 in the clip.
-    expected_points = depth_to_pointmap(torch.from_numpy(expected_depth), expected_intrinsics, torch.from_numpy(expected_poses)).numpy()
-    scale = np.abs(expected_points[valid]).max()
-    np.testing.assert_allclose(clip.pointmaps.numpy()[valid], expected_points[valid], atol=scale * 2.0**-10 + 0.01)
+    check_clip_geometry(clip, scene, expected_depth, valid, SCALE, points_atol=0.01)  # cameras, float16 pointmaps
     # RGB: the cutter's area filter averages each 3x3 block; JPEG (VKITTI2) and H.264 (SpatialVID, the clip) add a little.
     blocks = scene.rgb[sample[0]].reshape(FRAMES, height, SCALE, width, SCALE, 3).mean(axis=(2, 4))  # (F, H, W, 3)
     assert np.abs(clip.rgb.numpy() * 255 - blocks).mean() < 4
