@@ -107,6 +107,20 @@ def test_depth_is_nearest_and_rgb_antialiased():
         resize_frame(frame, 32, 48)
 
 
+def test_a_decoder_error_skips_the_segment_naming_it(wide_scene, tmp_path):
+    """An exception type the source did not anticipate (a decoder's own, on a corrupt file) skips the segment with its
+    name and message; it must not end the run, or every resume would stop at the same file."""
+    class CorruptFrame(MemorySource):
+        def read_frame(self, sequence, index):
+            if index == 2:
+                raise RuntimeError("EXR_ERR_CORRUPT_CHUNK in seq_0002.exr")
+            return super().read_frame(sequence, index)
+
+    source = CorruptFrame(tmp_path, wide_scene)
+    with pytest.raises(SegmentError, match="frame 2: RuntimeError: EXR_ERR_CORRUPT_CHUNK in seq_0002.exr"):
+        cut_segment(source, source.sequences()[0], list(range(5)), CutSettings(num_frames=5, height=32, width=48))
+
+
 def test_invalid_and_far_depth_become_zero_and_are_counted(wide_scene, tmp_path):
     depth = wide_scene.depth.numpy().copy()
     # Native pixels nearest sampling picks (crop 60x90 from column 5, shrink 1.875x):

@@ -135,6 +135,8 @@ def cut_segment(source: DatasetSource, sequence: SequenceInfo, frames: list[int]
             frame = source.read_frame(sequence, index)
         except (FrameReadError, OSError) as error:  # OSError: a file the source did not check first
             raise SegmentError(f"frame {index}: {error}") from None
+        except Exception as error:  # a decoder's own exception on a corrupt file: skip and name it, or every resume stops there
+            raise SegmentError(f"frame {index}: {type(error).__name__}: {error}") from None
         middle = time.perf_counter()
         rgb, depth, K, mask = resize_frame(frame, settings.height, settings.width)
         rgbs.append(rgb)
