@@ -58,6 +58,9 @@ def test_captions_per_segment(download):
     assert source.caption(first, 0, 6) == "a red ball rolls across a tiled floor"
     assert source.caption(second, 0, 3) is None
     assert get_source("omniworld_game")(root, caption_pattern=None).caption(first, 0, 6) is None
+    (root / OMNIWORLD_UID / "text" / "split_1_0.txt").write_bytes(b"\xff\xfe broken")  # unreadable text: no caption, no crash
+    assert source.caption(second, 0, 3) is None
+    (root / OMNIWORLD_UID / "text" / "split_1_0.txt").unlink()
 
 
 def test_sky_and_far_percentile(download, tmp_path):

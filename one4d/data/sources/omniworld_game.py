@@ -143,9 +143,10 @@ class OmniWorldGameSource(DatasetSource):
             return None
         scene, split = self._locate(sequence)
         path = scene / self.caption_pattern.format(split=split, segment=first // SEGMENT_FRAMES)
-        if not path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):  # absent or unreadable: no dataset caption (captions= or the captioner fill it)
             return None
-        text = path.read_text(encoding="utf-8").strip()
         return text or None
 
 
