@@ -46,4 +46,7 @@ def test_command_converts_the_download(source, tmp_path):
     np.testing.assert_allclose(clip.depth.numpy()[valid], expected_depth[valid], rtol=relative, atol=absolute + 1e-6)
     check_clip_geometry(clip, scene, expected_depth, valid, SCALE, points_atol=absolute * 2)  # cameras, float16 pointmaps
     assert clip.meta["selfcheck_error"] < 0.01  # quantisation-level; a wrong convention gives 5-15 % (tests/test_source_*.py)
+    masked = source == "dynamic_replica"  # the only one of these four datasets that ships a dynamic mask
+    assert clip.meta["selfcheck_masked"] is masked
+    assert ("have no dynamic mask" in (tmp_path / "clips" / "report.md").read_text()) is not masked
     assert entries[0]["selfcheck_error"] == pytest.approx(clip.meta["selfcheck_error"])

@@ -182,6 +182,7 @@ def write_cut_clip(folder: str | Path, clip: CutClip, meta: dict, settings: CutS
     meta.update(
         selfcheck_error=None if math.isnan(check.error) else check.error,
         selfcheck_outliers=None if math.isnan(check.outliers) else check.outliers,
+        selfcheck_masked=clip.dynamic_mask is not None,  # False: moving things were compared too and count as outliers
         depth_nonfinite=clip.depth_nonfinite,
         depth_far=clip.depth_far,
     )

@@ -373,6 +373,11 @@ def _report(settings: RunSettings, segments, entries, skipped_sequences, skipped
               f"| {settings.source} | {len(entries)} | {unchecked} | {_distribution([e['selfcheck_error'] for e in entries])} | "
               f"{_distribution([e['selfcheck_outliers'] for e in entries])} | {len(flagged)} |", "",
               f"Flagged: error above {settings.error_threshold} or outliers above {settings.outlier_threshold}.", ""]
+    unmasked = sum(meta.get("selfcheck_masked") is False for meta in metas)
+    if unmasked:
+        lines += [f"{unmasked} of {len(entries)} clips have no dynamic mask (the dataset ships none): their moving things "
+                  "were compared as if static and count as outliers, so on scenes with motion a flag there is a hint to "
+                  "look at the clip, not proof of a wrong convention (the median error is the steadier number).", ""]
     if flagged:
         lines += ["| flagged clip | error | outliers |", "| --- | --- | --- |"]
         lines += [f"| {entry['clip']} | {entry['selfcheck_error']:.4f} | {entry['selfcheck_outliers']:.4f} |" for entry in flagged] + [""]
