@@ -56,7 +56,7 @@ def no_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(cli, "run_sampling", refuse)
+    monkeypatch.setattr(cli, "load", refuse)  # the one place sample() loads a model
 
 
 # ----------------------------------------------------------------------------- checkpoint= carries its settings

@@ -137,7 +137,7 @@ def test_points_behind_the_camera_get_depth_0_are_counted_and_warned_about_above
     assert summary["cameras"]["points_behind_camera"] == count
     assert summary["cameras"]["points_behind_fraction"] == pytest.approx(count / 7680)
     assert json.loads((folder / "cameras.json").read_text())["num_behind"] == count
-    assert sample_config().postopt.max_behind == 0.05  # the sampler's setting, passed on by cli.run_sampling
+    assert sample_config().postopt.max_behind == 0.05  # the sampler's setting, passed on by cli.sample_into
 
 
 # ----------------------------------------------------------------------------- a diverged window

@@ -99,6 +99,26 @@ def test_cfg_parallel_times_ulysses_on_four_processes_equals_one_process(tmp_pat
 
 
 @pytest.mark.slow
+def test_cfg_parallel_alone_on_two_processes_equals_one_process(tmp_path, image):
+    result = torchrun(2, f"input={image}", f"out={tmp_path / 'par'}", "parallel.cfg=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1
+    assert_same_clip(tmp_path / "par", one_process(tmp_path / "ref", image))
+
+
+@pytest.mark.slow
+def test_data_parallel_alone_shares_a_jobs_file_and_equals_one_process(tmp_path, image):
+    """2 processes, no CFG or sequence split: each samples its own jobs, each as one process would."""
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"task": "single", "input": str(image), "prompt": p, "out": str(tmp_path / "par" / p),
+                                        "seed": s}) + "\n" for p, s in (("a", 1), ("b", 2))))
+    result = torchrun(2, f"inputs={jobs}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for prompt, seed in (("a", 1), ("b", 2)):
+        assert_same_clip(tmp_path / "par" / prompt, one_process(tmp_path / "ref" / prompt, image, f"prompt={prompt}", f"seed={seed}"))
+
+
+@pytest.mark.slow
 def test_ulysses_with_a_token_count_the_degree_does_not_divide_equals_one_process(tmp_path, image):
     result = torchrun(2, f"input={image}", f"out={tmp_path / 'par'}", "parallel.ulysses=2", *ODD)
     assert result.returncode == 0, result.stderr[-3000:]

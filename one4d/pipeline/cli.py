@@ -367,14 +367,6 @@ def _stop(layout) -> None:
         stop()
 
 
-def run_sampling(cfg: DictConfig, conditions, device, folder: Path) -> dict:
-    """Load the pipeline, sample once and write every output into ``folder`` (one process)."""
-    from one4d.parallel import ParallelLayout
-
-    layout = ParallelLayout()
-    return sample_into(load(cfg, device, layout), cfg, conditions, folder, layout)
-
-
 def load(cfg: DictConfig, device, layout):
     """The pipeline on ``device`` with the memory options, parallelised over ``layout`` (the process group starts here)."""
     from .loading import load_pipeline
