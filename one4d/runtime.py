@@ -130,6 +130,12 @@ def quiet_known_notices() -> None:
     logging.getLogger("transformers.utils.import_utils").addFilter(_drop_torchvision_fallback_notice)
 
 
+def say(line: str) -> None:
+    """One line on stderr in one write, so the lines of several processes sharing it (torchrun) never interleave."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def error_line(error: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
     text = str(error).strip()
@@ -146,7 +152,7 @@ def one_line_errors(task: Callable) -> Callable:
         try:
             return task(cfg)
         except (ValueError, OmegaConfBaseException) as error:
-            print(f"error: {error_line(error)}", file=sys.stderr)
+            say(f"error: {error_line(error)}")
             sys.exit(BAD_INPUT)
 
     return wrapped
@@ -169,15 +175,15 @@ def run_script(main: Callable[[], int | None]) -> None:
     try:
         code = main()
     except KeyboardInterrupt:
-        print("interrupted (SIGINT): stopped, unfinished outputs removed", file=sys.stderr)
+        say("interrupted (SIGINT): stopped, unfinished outputs removed")
         code = INTERRUPTED
     except Terminated:
-        print("terminated (SIGTERM): stopped, unfinished outputs removed", file=sys.stderr)
+        say("terminated (SIGTERM): stopped, unfinished outputs removed")
         code = TERMINATED
     except (HydraException, OmegaConfBaseException) as error:
-        print(f"error: {config_error_line(error)}", file=sys.stderr)
+        say(f"error: {config_error_line(error)}")
         code = BAD_INPUT
     except ValueError as error:  # bad input that reached past the script's own handler
-        print(f"error: {error_line(error)}", file=sys.stderr)
+        say(f"error: {error_line(error)}")
         code = BAD_INPUT
     sys.exit(code or 0)

@@ -5,22 +5,17 @@
 See configs/eval.yaml for every option and data/benchmarks.md for the dataset layouts.
 """
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from one4d.eval.driver import run
-from one4d.runtime import run_script
+from one4d.runtime import one_line_errors, run_script
 
 
 @hydra.main(config_path="../configs", config_name="eval", version_base="1.3")
+@one_line_errors
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ValueError as error:  # bad input (data, weights, options): one clear line, exit 2
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+    run(cfg)  # bad input (data, weights, options): one clear line, exit 2
 
 
 if __name__ == "__main__":

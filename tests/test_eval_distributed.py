@@ -55,7 +55,7 @@ def test_a_bad_sequence_on_one_rank_stops_both_with_one_line(tmp_path):
                       f"output_dir={tmp_path / 'out'}")
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and all("bamboo_1" in line for line in errors), result.stderr[-3000:]  # one line per rank
+    assert len(errors) == 2 and all("bamboo_1" in line for line in errors), result.stderr[-3000:]  # one line per rank, never interleaved (one4d.runtime.say)
     assert not (tmp_path / "out" / RUN / "metrics.json").exists()
 
 

@@ -51,6 +51,7 @@ EXPECTED = {
                                                        r"checkpoint: outputs/train/tiny/checkpoints/step-0000004"],
     "run_dir=outputs/train/tiny": [r"run directory: outputs/train/tiny\n", r"checkpoint: outputs/train/tiny/checkpoints/step-0000002",
                                    r"continue this run .*: \.venv/bin/python scripts/train\.py .*train\.resume=latest"],
+    "scripts/export_lora.py": [r"wrote outputs/lora/pytorch_lora_weights\.safetensors and .*comfyui\.safetensors"],
     "checkpoint=data/checkpoints/tiny": [r"from its sampling\.json", r"\(9 frames at 48x64", r"view it in 4D: \.venv/bin/python scripts/view\.py"],
     "checkpoint=outputs/train/tiny": [r"\(5 frames at 32x32"],
 }

@@ -19,7 +19,6 @@ layout is checked before anything loads; only the first rank of a group decodes 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -27,11 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from one4d.conditioning import TASKS
-
-from one4d.storage import check_precision, storage_dtype, torch_dtype
-
-from one4d.runtime import configure_cpu_threads, python_command
+from one4d.runtime import configure_cpu_threads, python_command, say
 from one4d.sampling_file import read_sampling_file
+from one4d.storage import check_precision, storage_dtype, torch_dtype
 
 from .inputs import default_frame_count, prepare_conditions, print_warnings, read_input
 from .jobs import read_jobs, share
@@ -164,7 +161,7 @@ def warn_if_far_from_training(cfg: DictConfig, conditions, metadata: dict | None
             f"({ratio:.3g}x its tokens): estimated {format_duration(step)} a step on {device.type}, about "
             f"{format_duration(step * int(cfg.steps))} for {int(cfg.steps)} steps; num_frames={trained['num_frames']} "
             f"height={trained['height']} width={trained['width']} samples at its training size")
-    print(line, file=sys.stderr, flush=True)
+    say(line)
     return line
 
 
@@ -232,7 +229,7 @@ def prepare_job(cfg: DictConfig, metadata: dict | None, layout):
 def _error(error: BaseException) -> int:
     """One line on stderr (from the first rank only: every rank meets the same bad input); the exit code."""
     if int(os.environ.get("RANK", 0)) == 0:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        say(f"error: {str(error).splitlines()[0]}")
     return BAD_INPUT
 
 
@@ -295,7 +292,7 @@ def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, met
     writer = int(os.environ.get("RANK", 0)) == 0
     for line in bad_lines:
         if writer:
-            print(f"error: {line}", file=sys.stderr)
+            say(f"error: {line}")
     try:
         pipe = load(cfg, device, layout)  # every rank: the process group starts here, and groups without jobs join its collectives
     except UnusableWeights as error:
@@ -327,7 +324,7 @@ def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, met
                 discard(temporary)
                 failed += 1
                 if layout.writes:
-                    print(f"error: {cfg.inputs} line {job.line}: {str(error).splitlines()[0]}", file=sys.stderr)
+                    say(f"error: {cfg.inputs} line {job.line}: {str(error).splitlines()[0]}")
                 continue
             try:
                 summary = sample_into(pipe, job_cfg, conditions, temporary, layout)
