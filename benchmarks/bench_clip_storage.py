@@ -28,18 +28,9 @@ import torch
 
 from one4d.data.clip import DEPTH_NAME, POINTMAPS_NAME, VIDEO_NAME, pointmaps_from_depth, read_clip, write_clip
 from one4d.data.synthetic import render_scene
+from timing import best_of
 
 PAPER_FRAMES = 2_000_000  # "about 17k synthetic and 17k real-world clips, with roughly 2M frames" (One4D, Datasets)
-
-
-def best_time(function, repeats: int) -> float:
-    """Best-of-``repeats`` wall time of ``function()`` in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def npz_bytes(path: Path, compressed: bool, **arrays) -> int:
@@ -88,15 +79,15 @@ def main() -> None:
         per_frame["depth.npz (compressed, noisy depth)"] = npz_bytes(tmp / "b.npz", True, depth=noisy16) / frames
         per_frame["pointmaps.npz (if compressed)"] = npz_bytes(tmp / "c.npz", True, pointmaps=pointmaps16) / frames
 
-        results["load_depth_npz_plain_s"] = round(best_time(lambda: np.load(tmp / "a.npz")["depth"], args.repeats), 3)
-        results["load_depth_npz_compressed_s"] = round(best_time(lambda: np.load(folders["depth"] / DEPTH_NAME)["depth"], args.repeats), 3)
-        results["load_pointmaps_npz_plain_s"] = round(best_time(lambda: np.load(folders["full"] / POINTMAPS_NAME)["pointmaps"], args.repeats), 3)
-        results["load_pointmaps_npz_compressed_s"] = round(best_time(lambda: np.load(tmp / "c.npz")["pointmaps"], args.repeats), 3)
+        results["load_depth_npz_plain_s"] = round(best_of(lambda: np.load(tmp / "a.npz")["depth"], args.repeats), 3)
+        results["load_depth_npz_compressed_s"] = round(best_of(lambda: np.load(folders["depth"] / DEPTH_NAME)["depth"], args.repeats), 3)
+        results["load_pointmaps_npz_plain_s"] = round(best_of(lambda: np.load(folders["full"] / POINTMAPS_NAME)["pointmaps"], args.repeats), 3)
+        results["load_pointmaps_npz_compressed_s"] = round(best_of(lambda: np.load(tmp / "c.npz")["pointmaps"], args.repeats), 3)
         w2c = torch.tensor(json.loads((folders["depth"] / "cameras.json").read_text())["world_to_camera"], dtype=torch.float64)
         k = torch.tensor(json.loads((folders["depth"] / "cameras.json").read_text())["intrinsics"], dtype=torch.float64)
-        results["pointmaps_from_depth_s"] = round(best_time(lambda: pointmaps_from_depth(torch.from_numpy(depth16), k, w2c, w2c[0]), args.repeats), 3)
+        results["pointmaps_from_depth_s"] = round(best_of(lambda: pointmaps_from_depth(torch.from_numpy(depth16), k, w2c, w2c[0]), args.repeats), 3)
         for layout in ("full", "depth"):
-            results[f"read_clip_{layout}_s"] = round(best_time(lambda: read_clip(folders[layout]), args.repeats), 2)
+            results[f"read_clip_{layout}_s"] = round(best_of(lambda: read_clip(folders[layout]), args.repeats), 2)
         full, depth_only = read_clip(folders["full"]), read_clip(folders["depth"])
         results["layouts_read_identical"] = bool(torch.equal(full.pointmaps, depth_only.pointmaps) and torch.equal(full.depth, depth_only.depth))
 
