@@ -59,16 +59,17 @@ def test_bad_input_is_one_line_and_exit_2(script, args, phrase, tmp_path):
     assert phrase in lines[0]
 
 
-def _start_and_signal(command: list[str], partial_glob: Path, signum: int) -> subprocess.CompletedProcess:
-    """Start a script, wait until its partial output exists, send ``signum`` and collect what it printed."""
+def _start_and_signal(command: list[str], partial_glob: Path, signum: int, delay: float = 1.0) -> subprocess.CompletedProcess:
+    """Start a script, wait until its partial output exists, send ``signum`` ``delay`` seconds later and collect what
+    it printed."""
     env = {key: value for key, value in os.environ.items() if key not in ("HYDRA_FULL_ERROR", "MAKEFLAGS", "MAKELEVEL")}
     process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not list(partial_glob.parent.glob(partial_glob.name)):
         assert process.poll() is None, process.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "no partial output appeared"
-        time.sleep(0.2)
-    time.sleep(1.0)  # into the loading or sampling
+        time.sleep(0.01)
+    time.sleep(delay)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
@@ -95,3 +96,20 @@ def test_demo_stopped_by_sigterm_leaves_nothing(tmp_path):
     result = _start_and_signal(["scripts/demo.py", "--out", str(out)], tmp_path / ".demo.partial-*", signal.SIGTERM)
     assert result.returncode == 143, result.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_training_stopped_by_sigterm_leaves_only_complete_checkpoints(tmp_path):
+    from one4d.data.synthetic import write_synthetic_dataset
+    from one4d.training.checkpointing import list_checkpoints, verify
+
+    write_synthetic_dataset(tmp_path / "data", num_clips=2, num_frames=5, height=32, width=32)
+    run_dir = tmp_path / "run"
+    result = _start_and_signal(["scripts/train.py", "experiment=tiny_cpu", f"data.roots=[{tmp_path / 'data'}]", f"run_dir={run_dir}",
+                                "train.steps=100000", "train.checkpoint_every=1", "train.progress_bar=false", "train.log_every=0"],
+                               run_dir / "checkpoints" / ".tmp-*", signal.SIGTERM, delay=0)  # while it writes a checkpoint
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if line.strip()][-1].startswith("terminated")
+    checkpoints = run_dir / "checkpoints"
+    assert not [path.name for path in checkpoints.iterdir() if path.name.startswith(".tmp-")]
+    assert all(verify(folder) is None for folder in list_checkpoints(checkpoints))  # those published are complete

@@ -321,9 +321,18 @@ class Trainer:
         return self.accelerator.distributed_type == DistributedType.DEEPSPEED and int(self.cfg.launcher.deepspeed.zero_optimization.stage) == 3
 
     def save_checkpoint(self) -> None:
-        """Write the checkpoint of this step into a temporary folder, then publish it atomically (all processes call)."""
+        """Write the checkpoint of this step into a temporary folder, then publish it atomically (all processes call).
+        Stopped on the way (Ctrl+C, SIGTERM: one4d.runtime), the main process removes the temporary folder."""
+        folder = checkpointing.temporary_folder(self.checkpoint_root, self.step)
+        try:
+            self._write_and_publish_checkpoint(folder)
+        except BaseException:
+            if self.accelerator.is_main_process:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _write_and_publish_checkpoint(self, folder: Path) -> None:
         accelerator, root = self.accelerator, self.checkpoint_root
-        folder = checkpointing.temporary_folder(root, self.step)
         if accelerator.is_main_process:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
