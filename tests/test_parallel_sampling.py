@@ -150,6 +150,10 @@ BAD_LAYOUTS = {
     "padding on a backend without masks": (2, ["parallel.ulysses=2", "model.attention_backend=flash", *ODD], "3 tokens per branch do not divide"),
     "padding with ring": (2, ["parallel.ring=2", "model.attention_backend=flash", *ODD], "ring attention takes no padding mask"),
     "degree not a number": (2, ["parallel.ulysses=two"], "parallel.ulysses must be a positive whole number"),
+    "sequence parallel on spatial_concat": (2, ["parallel.ulysses=2", "checkpoint=null", "model.architecture=spatial_concat"],
+                                            "spatial_concat mixes both in one grid"),
+    "step cache on a concat baseline": (1, ["acceleration.step_cache_threshold=0.1", "checkpoint=null", "model.architecture=spatial_concat"],
+                                        "step caching needs the DLC wrapper"),
 }
 
 

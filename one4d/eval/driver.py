@@ -166,9 +166,17 @@ def start_processes() -> tuple[int, int]:
     return dist.get_rank(), world_size
 
 
+def wait_group():
+    """The long-timeout group of the waits between ranks (``one4d.parallel.layout.wait_group``)."""
+    from one4d.parallel.layout import wait_group as group
+
+    return group()
+
+
 def _agreed(world_size: int, step):
     """Run ``step`` on this rank; if it raised a ValueError on any rank, raise one on every rank (its line),
-    so that no process waits forever for one that stopped on bad input."""
+    so that no process waits forever for one that stopped on bad input. Ranks finish ``step`` (a share of the
+    sequences) far apart: the wait is on ``wait_group`` (long timeout), not the default group."""
     result, error = None, None
     try:
         result = step()
@@ -176,7 +184,7 @@ def _agreed(world_size: int, step):
         error = str(caught)
     if world_size > 1:
         errors = [None] * world_size
-        dist.all_gather_object(errors, error)
+        dist.all_gather_object(errors, error, group=wait_group())
         error = next((e for e in errors if e is not None), None)
     if error is not None:
         raise ValueError(error)
@@ -188,7 +196,7 @@ def _gather(world_size: int, part: tuple[dict, dict]) -> list[tuple[dict, dict]]
     if world_size == 1:
         return [part]
     parts = [None] * world_size
-    dist.all_gather_object(parts, part)
+    dist.all_gather_object(parts, part, group=wait_group())
     return parts
 
 
@@ -225,5 +233,5 @@ def run(cfg: DictConfig) -> dict:
         (Path(cfg.output_dir) / "tables.md").write_text(render_report(collect_runs(cfg.output_dir)))
         print(f"wrote {folder / 'metrics.json'}, {folder / 'table.md'} and {Path(cfg.output_dir) / 'tables.md'}")
     if world_size > 1:
-        dist.barrier()  # the files exist when any rank returns
+        dist.barrier(group=wait_group())  # the files exist when any rank returns
     return record

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
@@ -132,15 +133,32 @@ def rank_device(layout: ParallelLayout, requested: torch.device) -> torch.device
     return requested
 
 
+# How long a rank that finished its share waits for the others (see wait_group): a whole clip or sequence of the
+# 14B model on one GPU, or more with offloading, is far over NCCL's default 10-minute collective timeout.
+WAIT_TIMEOUT = timedelta(hours=24)
+_wait_group = None
+
+
 def start_process_group(device: torch.device) -> None:
     """Start torch.distributed once per process (torchrun's environment): NCCL on this rank's GPU, gloo on the CPU.
-    Shared by multi-process sampling and evaluation."""
+    Shared by multi-process sampling and evaluation. Also starts :func:`wait_group` (every rank calls this once)."""
     import torch.distributed as dist
 
+    global _wait_group
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)  # "auto" / "cuda" is then this rank's GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if _wait_group is None:
+        _wait_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+
+
+def wait_group():
+    """The gloo group (all ranks, WAIT_TIMEOUT) for the waits at the end of uneven shares: the jobs file's counts,
+    evaluation's gather. Data-parallel groups and evaluation ranks finish their jobs / sequences at different
+    times, a clip or more apart; on the default group such a wait ends the run with a collective timeout after all
+    the work is done. None (the default group) before :func:`start_process_group`."""
+    return _wait_group
 
 
 def start(layout: ParallelLayout, device: torch.device):
@@ -155,5 +173,7 @@ def start(layout: ParallelLayout, device: torch.device):
 def stop() -> None:
     import torch.distributed as dist
 
+    global _wait_group
     if dist.is_initialized():
         dist.destroy_process_group()
+    _wait_group = None

@@ -204,6 +204,17 @@ def check_parallel(cfg: DictConfig):
     return layout
 
 
+def check_architecture(cfg: DictConfig, layout) -> None:
+    """The wrapper that will load (the checkpoint's architecture.json decides, else ``model.architecture``) against
+    what the layout and the step cache need; before any model loads (after it, the error came with a traceback)."""
+    architecture = read_state_architecture(cfg.checkpoint, cfg.model.preset)["architecture"] if cfg.checkpoint else cfg.model.architecture
+    if layout.sequence_parallel > 1 and architecture == "spatial_concat":
+        raise ValueError("sequence parallel splits each branch's tokens; spatial_concat mixes both in one grid, use parallel.cfg")
+    if acceleration_options(cfg)["step_cache_threshold"] > 0 and architecture != "dlc":
+        raise ValueError(f"step caching needs the DLC wrapper (architecture dlc), not {architecture}; "
+                         "set acceleration.step_cache_threshold=0")
+
+
 def prepare_job(cfg: DictConfig, metadata: dict | None, layout):
     """Read one clip's input (``cfg.input``) and fit it to the model; ValueError for bad input. May set ``cfg.num_frames``."""
     from one4d.models import preset_config
@@ -249,8 +260,7 @@ def sample(cfg: DictConfig, overrides: list[str] | None = None) -> int:
         device = rank_device(layout, resolve_device(cfg.device))
         configure_cpu_threads(cfg.get("threads"), cpu=device.type == "cpu")
         check_precision(torch_dtype(cfg.model.dtype), device, storage_dtype(cfg.model.get("base_storage_dtype")))
-        if cfg.checkpoint:
-            read_state_architecture(cfg.checkpoint, cfg.model.preset)
+        check_architecture(cfg, layout)
         if cfg.get("inputs"):
             jobs, bad_lines = read_jobs(cfg.inputs, default_seed=int(cfg.seed))
         else:
@@ -336,8 +346,10 @@ def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, met
             if out is not None:
                 print(f"wrote {out} ({summary['num_frames']} frames at {summary['height']}x{summary['width']}, task {summary['task']}; line {job.line})")
         if layout.distributed:
-            counts = [None] * layout.world_size
-            dist.all_gather_object(counts, (done, failed) if layout.writes else (0, 0))
+            from one4d.parallel.layout import wait_group
+
+            counts = [None] * layout.world_size  # groups end their shares a clip or more apart: the long-waiting group
+            dist.all_gather_object(counts, (done, failed) if layout.writes else (0, 0), group=wait_group())
             done, failed = (sum(count[i] for count in counts) for i in (0, 1))
     finally:
         _stop(layout)
