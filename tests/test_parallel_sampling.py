@@ -30,7 +30,8 @@ from one4d.pipeline import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["checkpoint=data/checkpoints/tiny", "steps=2", "num_frames=5", "height=32", "width=32", "progress=false",
-        "postopt.enabled=false", "ply_stride=0"]  # 2 x 4 x 4 latents: 8 tokens a branch
+        "postopt.enabled=false", "ply_stride=0",  # 2 x 4 x 4 latents: 8 tokens a branch
+        "prompt=a red room"]  # not the checkpoint's negative prompt (""): the two guidance passes differ, so a swap shows
 ODD = ["num_frames=9", "height=16", "width=16"]  # 3 x 1 x 1 latents: 3 tokens, padded to 4 on 2 ranks
 
 
