@@ -26,7 +26,7 @@ def torchrun(*args: str, port_offset: int = 0) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
 
 
-def test_two_processes_write_the_metrics_and_tables_of_one(tmp_path):
+def test_two_processes_write_the_metrics_and_tables_of_one(tmp_path, capsys):
     make_fake_sintel(tmp_path / "sintel", sequences=SEQUENCES)
     (tmp_path / "sintel" / "training" / "depth" / "cave_2" / "frame_0003.dpt").write_bytes(b"\0")  # skipped by strict=false
     options = [f"root={tmp_path / 'sintel'}", "mode=oracle", "strict=false"]
@@ -45,6 +45,12 @@ def test_two_processes_write_the_metrics_and_tables_of_one(tmp_path):
     again = torchrun(*options, f"output_dir={tmp_path / 'two'}", port_offset=1)  # resumes: reads back, predicts nothing
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming: 4 saved predictions" in again.stdout
+    assert (tmp_path / "two" / RUN / "metrics.json").read_text() == (tmp_path / "one" / RUN / "metrics.json").read_text()
+
+    (tmp_path / "two" / RUN / "metrics.json").unlink()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):  # and with another process count
+        driver.run(compose(config_name="eval", overrides=[*options, f"output_dir={tmp_path / 'two'}"]))
+    assert "resuming: 4 saved predictions" in capsys.readouterr().out
     assert (tmp_path / "two" / RUN / "metrics.json").read_text() == (tmp_path / "one" / RUN / "metrics.json").read_text()
 
 
