@@ -136,7 +136,7 @@ def rank_device(layout: ParallelLayout, requested: torch.device) -> torch.device
 # How long a rank that finished its share waits for the others (see wait_group): a whole clip or sequence of the
 # 14B model on one GPU, or more with offloading, is far over NCCL's default 10-minute collective timeout.
 WAIT_TIMEOUT = timedelta(hours=24)
-_wait_group = None
+_wait_group = _sampling_wait_group = None
 
 
 def start_process_group(device: torch.device) -> None:
@@ -153,6 +153,13 @@ def start_process_group(device: torch.device) -> None:
         _wait_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
 
 
+def sampling_wait_group():
+    """The gloo group (WAIT_TIMEOUT) of this rank's sampling group (cfg x ring x ulysses ranks of one clip), None for
+    one-rank groups: after each clip of a jobs file its ranks meet here while the first one decodes and writes (the
+    VAE, post-optimisation), so the others do not wait for it inside the next clip's first NCCL collective."""
+    return _sampling_wait_group
+
+
 def wait_group():
     """The gloo group (all ranks, WAIT_TIMEOUT) for the waits at the end of uneven shares: the jobs file's counts,
     evaluation's gather. Data-parallel groups and evaluation ranks finish their jobs / sequences at different
@@ -162,10 +169,17 @@ def wait_group():
 
 
 def start(layout: ParallelLayout, device: torch.device):
-    """Start the process group (:func:`start_process_group`) and return the (dp, cfg, ring, ulysses) mesh."""
+    """Start the process group (:func:`start_process_group`) and return the (dp, cfg, ring, ulysses) mesh.
+    Also starts :func:`sampling_wait_group`."""
+    import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
+    global _sampling_wait_group
     start_process_group(device)
+    if _sampling_wait_group is None and layout.group_size > 1:
+        size = layout.group_size  # rank order (dp, cfg, ring, ulysses): a sampling group is size neighbouring ranks
+        groups = [list(range(group * size, (group + 1) * size)) for group in range(layout.dp)]
+        _sampling_wait_group, _ = dist.new_subgroups_by_enumeration(groups, timeout=WAIT_TIMEOUT, backend="gloo")
     shape = (layout.dp, layout.cfg, layout.ring, layout.ulysses)
     return init_device_mesh(device.type, shape, mesh_dim_names=MESH_DIMS)
 
@@ -173,7 +187,7 @@ def start(layout: ParallelLayout, device: torch.device):
 def stop() -> None:
     import torch.distributed as dist
 
-    global _wait_group
+    global _wait_group, _sampling_wait_group
     if dist.is_initialized():
         dist.destroy_process_group()
-    _wait_group = None
+    _wait_group = _sampling_wait_group = None

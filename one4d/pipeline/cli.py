@@ -342,6 +342,10 @@ def sample_jobs(cfg: DictConfig, jobs, bad_lines: list[str], layout, device, met
             except BaseException:
                 discard(temporary)
                 raise
+            if layout.group_size > 1:  # the others wait here for the writer's decode and write, with a long timeout
+                from one4d.parallel.layout import sampling_wait_group
+
+                dist.barrier(group=sampling_wait_group())
             done += 1
             if out is not None:
                 print(f"wrote {out} ({summary['num_frames']} frames at {summary['height']}x{summary['width']}, task {summary['task']}; line {job.line})")
