@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -47,7 +48,8 @@ def prepare_output_folder(out: str | Path) -> Path:
         raise ValueError(f"output folder {out} is not empty and is not a One4D output; choose another out=")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = out.parent / f".{out.name}.partial-{os.getpid()}"
+        # host and process: unique among the processes of a run spread over nodes that share a file system
+        temporary = out.parent / f".{out.name}.partial-{socket.gethostname()}-{os.getpid()}"
         if temporary.exists():
             shutil.rmtree(temporary)
         temporary.mkdir()
