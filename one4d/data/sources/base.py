@@ -10,6 +10,7 @@ job, so a source module holds only what is particular to its dataset. ``data/sou
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -55,7 +56,7 @@ class SourceFrame:
     dynamic_mask: np.ndarray | None = None  # (H, W) bool, True on moving things, where the dataset has it
 
 
-class DatasetSource:
+class DatasetSource(ABC):
     """Base class of one dataset reader. Subclasses set ``name`` and implement the three methods;
     ``options`` are the constants of ``configs/source/<name>.yaml`` (and command-line overrides)."""
 
@@ -67,14 +68,14 @@ class DatasetSource:
         if not self.root.is_dir():
             raise SourceLayoutError(self.name, self.root, "an existing folder")
 
+    @abstractmethod
     def sequences(self) -> list[SequenceInfo]:
         """Every sequence of the download, in a stable order. A root of another layout raises SourceLayoutError."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_frame(self, sequence: SequenceInfo, index: int) -> SourceFrame:
         """Frame ``index`` (0-based, in the dataset's own order) of ``sequence``; FrameReadError when its files are
         missing or unreadable."""
-        raise NotImplementedError
 
     def caption(self, sequence: SequenceInfo, first: int, count: int) -> str | None:
         """The dataset's own text for frames [first, first + count) where it ships one, else None."""
