@@ -88,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="data/checkpoints/tiny")
     parser.add_argument("--scenes", type=int, default=10)
+    parser.add_argument("--state", help="One4D trainable state to measure (default <checkpoint>/one4d; e.g. a trainer checkpoint mid-run)")
     parser.add_argument("--first-seed", type=int, default=HELD_OUT_SEED, help="0: the first TRAINING scenes (fit, not generalisation)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -97,7 +98,7 @@ def main() -> None:
     encoders = load_encoders(str(checkpoint / "base"))
     inputs = held_out_inputs(encoders, settings, args.scenes, args.first_seed)
     base = WanBaseModel(load_base_transformer(checkpoint / "base", preset="demo")).eval()
-    joint = load_pipeline(preset="demo", components=str(checkpoint / "base"), state=str(checkpoint / "one4d")).transformer.eval()
+    joint = load_pipeline(preset="demo", components=str(checkpoint / "base"), state=args.state or str(checkpoint / "one4d")).transformer.eval()
     report = {"base": one_step_errors(base, inputs, joint=False), "one4d": one_step_errors(joint, inputs, joint=True)}
     print(json.dumps(report, indent=1))
 

@@ -8,7 +8,7 @@ import torch
 from one4d.training.tiny_model import make_tiny_model
 
 MICRO = dict(num_clips=4, num_frames=5, height=32, width=32, vae_clips=3, vae_steps=2, vae_batch=2, vae_crop=[32, 32],
-             decoder_steps=2, decoder_batch=2)
+             decoder_steps=2, decoder_batch=2, vae_frames=5)
 TRAINER = ["data.num_frames=5", "data.height=32", "data.width=32", "train.steps=3", "train.batch_size=2",
            "train.checkpoint_every=0", "train.warmup_steps=0", "cache_sparse_counts=[2]"]
 

@@ -10,7 +10,11 @@ returned ``world_to_camera`` poses are RELATIVE TO FRAME 0 (frame 0 is the ident
 "world" of a returned scene is frame 0's camera and ``pointmaps`` live in that same frame.
 
 Textures are procedural (planks, tiles, bricks, stripes, value noise) and shaded by a point
-light with cast shadows, so appearance carries the detail that determines geometry.
+light with cast shadows, so appearance carries the detail that determines geometry. They are
+sized for the tiny model's 48 x 64 frames (issue 12): features tens of centimetres wide with soft
+edges and moderate contrast, and colour anti-aliased over 2 x 2 sub-pixel rays; pixel-scale
+grout lines and grain aliased into noise that no tiny VAE could carry (flat mean colour and the
+best VAE were within 0.6 dB of each other).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from one4d.data.clip import write_clip
 from one4d.geometry import default_intrinsics, invert_pose, look_at, pixel_grid, relative_to_first
 
+SUPERSAMPLE = 3  # colour rays per pixel along each axis: anti-aliased RGB at the tiny model's 48 x 64
 CHUNK_RAYS = 1 << 20  # rays per ray-casting pass: bounds memory at large sizes
 FPS = 16.0  # Wan2.1 videos are 16 fps; stored in meta.json by the dataset writer.
 
@@ -135,43 +140,56 @@ def _value_noise(x: torch.Tensor, y: torch.Tensor, seed: int, octaves: int = 3) 
     return total / norm
 
 
-def _line(coordinate: torch.Tensor, period: float, width: float) -> torch.Tensor:
-    """1 on thin lines every ``period`` (grout, mortar, plank gaps), else 0."""
+def _soft_line(coordinate: torch.Tensor, period: float, width: float) -> torch.Tensor:
+    """A soft line every ``period`` (grout, mortar, plank gaps): 1 at the line, falling smoothly to 0 at ``width``.
+
+    Lines a few centimetres wide with hard edges alias at 48 x 64 pixels; a soft profile a tenth of the
+    period wide stays visible from across the room and can be represented by an x4 VAE (issue 12).
+    """
     phase = torch.remainder(coordinate, period) / period
-    return ((phase < width) | (phase > 1 - width)).float()
+    distance = torch.minimum(phase, 1 - phase) / width  # 0 at the line, 1 at its edge
+    return (1 - distance.clamp(0, 1)) ** 2
+
+
+def _soft_step(x: torch.Tensor) -> torch.Tensor:
+    """A square wave of period 1 with smooth edges, in [0, 1]: alternating cells without aliasing."""
+    return 0.5 + 0.5 * torch.tanh(3.0 * torch.sin(math.tau * x))
 
 
 def _material(name: str, a: torch.Tensor, b: torch.Tensor, tint: torch.Tensor, seed: int) -> torch.Tensor:
-    """Albedo (N, 3) of a named material at surface coordinates (a, b) in metres."""
-    noise = _value_noise(a * 6.0, b * 6.0, seed)
-    if name == "wooden":  # planks along a, per-plank tone, grain, dark gaps
-        plank = torch.floor(b / 0.22).long()
+    """Albedo (N, 3) of a named material at surface coordinates (a, b) in metres.
+
+    Features are tens of centimetres wide with soft edges (a few pixels at 48 x 64 from across the
+    room): detail the tiny model's scale can represent, not pixel-scale aliasing.
+    """
+    noise = _value_noise(a * 1.0, b * 1.0, seed, octaves=2)
+    if name == "wooden":  # wide planks along a, per-plank tone, soft gaps
+        plank = torch.floor(b / 0.4).long()
         offset = _hash(plank, plank * 0 + 7, seed) * 3.0
-        board = torch.floor((a + offset) / 1.1).long()
-        tone = 0.75 + 0.35 * _hash(plank, board, seed + 1)
-        grain = 0.85 + 0.15 * torch.sin(40.0 * b + 6.0 * _value_noise(a * 2.0, b * 9.0, seed + 2))
-        value = tone * grain * (1 - 0.6 * _line(b, 0.22, 0.04)) * (1 - 0.5 * _line(a + offset, 1.1, 0.01))
+        board = torch.floor((a + offset) / 1.6).long()
+        tone = 0.8 + 0.2 * _hash(plank, board, seed + 1)
+        value = tone * (0.9 + 0.2 * noise) * (1 - 0.2 * _soft_line(b, 0.4, 0.15))
     elif name in ("tiled", "checkered"):
-        size = 0.35 if name == "tiled" else 0.5
-        ia, ib = torch.floor(a / size).long(), torch.floor(b / size).long()
-        checker = ((ia + ib) % 2).float() if name == "checkered" else torch.zeros_like(a)
-        tone = (0.8 + 0.25 * _hash(ia, ib, seed)) * (1 - 0.55 * checker)
-        grout = torch.maximum(_line(a, size, 0.03), _line(b, size, 0.03))
-        value = tone * (0.85 + 0.3 * noise) * (1 - 0.6 * grout)
-    elif name == "brick":  # running bond, per-brick tone, mortar
-        row = torch.floor(b / 0.15).long()
-        shifted = a + 0.15 * (row % 2).float()
-        column = torch.floor(shifted / 0.3).long()
-        tone = 0.7 + 0.35 * _hash(column, row, seed)
-        mortar = torch.maximum(_line(b, 0.15, 0.06), _line(shifted, 0.3, 0.03))
-        value = tone * (0.8 + 0.4 * noise) * (1 - 0.55 * mortar)
-    elif name == "striped":  # wallpaper: vertical stripes and a dot pattern
-        stripe = 0.5 + 0.5 * torch.sign(torch.sin(a * math.tau / 0.25))
-        dots = ((torch.remainder(a, 0.125) - 0.0625) ** 2 + (torch.remainder(b, 0.125) - 0.0625) ** 2 < 0.02**2).float()
-        value = (0.7 + 0.3 * stripe) * (0.85 + 0.3 * noise) * (1 - 0.4 * dots)
-    elif name == "plaster":  # mottled plaster with a wainscot line
-        value = 0.55 + 0.6 * _value_noise(a * 3.0, b * 3.0, seed, octaves=4)
-        value = value * (1 - 0.5 * _line(b, 0.9, 0.02))
+        size = 0.5 if name == "tiled" else 0.7
+        checker = _soft_step(a / (2 * size)) * _soft_step(b / (2 * size))
+        checker = checker + (1 - _soft_step(a / (2 * size))) * (1 - _soft_step(b / (2 * size)))
+        if name == "tiled":
+            checker = 0.5 * checker
+        tone = 0.95 - 0.3 * checker
+        grout = torch.maximum(_soft_line(a, size, 0.12), _soft_line(b, size, 0.12))
+        value = tone * (0.9 + 0.2 * noise) * (1 - 0.15 * grout)
+    elif name == "brick":  # running bond of large blocks, per-block tone, soft mortar
+        row = torch.floor(b / 0.3).long()
+        shifted = a + 0.3 * (row % 2).float()
+        column = torch.floor(shifted / 0.6).long()
+        tone = 0.8 + 0.2 * _hash(column, row, seed)
+        mortar = torch.maximum(_soft_line(b, 0.3, 0.2), _soft_line(shifted, 0.6, 0.1))
+        value = tone * (0.9 + 0.2 * noise) * (1 - 0.2 * mortar)
+    elif name == "striped":  # wallpaper: wide soft vertical stripes
+        value = (0.7 + 0.3 * _soft_step(a / 0.6)) * (0.9 + 0.2 * noise)
+    elif name == "plaster":  # mottled plaster with a soft wainscot band
+        value = 0.7 + 0.4 * noise
+        value = value * (1 - 0.4 * _soft_line(b, 0.9, 0.1))
     else:
         raise ValueError(f"unknown material {name!r}")
     return value[:, None] * tint
@@ -180,20 +198,19 @@ def _material(name: str, a: torch.Tensor, b: torch.Tensor, tint: torch.Tensor, s
 def _object_albedo(kind: str, local: torch.Tensor, tint: torch.Tensor, seed: int) -> torch.Tensor:
     """Albedo (N, 3) on an object from points in its own frame, so the pattern moves with it.
 
-    Spheres get a longitude/latitude checker (rolling is visible); boxes a 3D checker.
+    Spheres get a soft longitude/latitude checker (rolling is visible); boxes a soft 3D checker.
     """
     if kind == "sphere":
         direction = local / local.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        a = torch.atan2(direction[:, 2], direction[:, 0]) * 4 / math.pi
-        b = torch.asin(direction[:, 1].clamp(-1, 1)) * 6 / math.pi
-        checker = ((torch.floor(a).long() + torch.floor(b).long()) % 2).float()
+        a = torch.atan2(direction[:, 2], direction[:, 0]) * 2 / math.pi
+        b = torch.asin(direction[:, 1].clamp(-1, 1)) * 3 / math.pi
+        checker = _soft_step(a / 2) * _soft_step(b / 2) + (1 - _soft_step(a / 2)) * (1 - _soft_step(b / 2))
     else:
-        cells = torch.floor(local / 0.1).long()  # (N, 3)
-        checker = (cells.sum(-1) % 2).float()
-        a, b = (local[:, 0] + local[:, 2]) / 0.1, local[:, 1] / 0.1
-    noise = _value_noise(a * 2.0, b * 2.0, seed)
+        cells = [_soft_step(local[:, axis] / 0.4) for axis in range(3)]
+        checker = cells[0] * cells[1] * cells[2] + (1 - cells[0]) * (1 - cells[1]) * cells[2]
+        checker = checker + cells[0] * (1 - cells[1]) * (1 - cells[2]) + (1 - cells[0]) * cells[1] * (1 - cells[2])
     colour = tint * (1 - checker[:, None]) + 0.85 * checker[:, None]
-    return colour * (0.75 + 0.5 * noise[:, None])
+    return colour
 
 
 # ----------------------------------------------------------------------------- ray casting
@@ -250,8 +267,8 @@ def _sample_layout(rng: np.random.Generator):
         high=np.array([half_width, floor, half_depth]),
         floor_material=FLOORS[rng.integers(len(FLOORS))],
         wall_material=WALLS[rng.integers(len(WALLS))],
-        floor_tint=rng.uniform(0.55, 1.0, 3) * np.array([1.0, 0.8, 0.6]),
-        wall_tint=rng.uniform(0.5, 1.0, 3),
+        floor_tint=rng.uniform(0.3, 1.0, 3) * np.array([1.0, 0.8, 0.6]),
+        wall_tint=rng.uniform(0.2, 1.0, 3),  # saturated: surfaces differ in colour at a scale the tiny model represents
         ceiling_tint=rng.uniform(0.8, 1.0, 3),
         light=np.array([rng.uniform(-1, 1), ceiling + 0.2, rng.uniform(-1, 1)]),
     )
@@ -437,7 +454,12 @@ def _render_scene(seed: int, num_frames: int, height: int, width: int, device) -
     dtype = torch.float32
     focal = (width / 2) / math.tan(math.radians(camera["fov_degrees"]) / 2)
     intrinsics = default_intrinsics(height, width, focal, dtype=dtype).to(device)
-    rays = (pixel_grid(height, width, dtype, device).reshape(-1, 3) @ torch.linalg.inv(intrinsics).T)  # (HW, 3)
+    pixels = pixel_grid(height, width, dtype, device).reshape(-1, 3)  # (HW, 3) homogeneous pixel centres
+    rays = pixels @ torch.linalg.inv(intrinsics).T  # (HW, 3)
+    # Colour is the mean of SUPERSAMPLE x SUPERSAMPLE sub-pixel rays (anti-aliased edges); geometry is the centre ray's.
+    offsets = (torch.arange(SUPERSAMPLE, dtype=dtype, device=device) + 0.5) / SUPERSAMPLE - 0.5
+    sub_rays = [(pixels + torch.stack([du, dv, du * 0]).to(dtype)) @ torch.linalg.inv(intrinsics).T
+                for dv in offsets for du in offsets]  # SUPERSAMPLE^2 x (HW, 3)
 
     times = [frame / max(num_frames - 1, 1) for frame in range(num_frames)]
     eyes, targets = zip(*(_camera_at(camera, t) for t in times))
@@ -457,7 +479,9 @@ def _render_scene(seed: int, num_frames: int, height: int, width: int, device) -
                 torch.tensor(np.stack(centres)[:, None], dtype=dtype, device=device),  # (C, 1, 3)
                 torch.tensor(np.stack(rotations), dtype=dtype, device=device),  # (C, 3, 3)
             ))
-        colour, z, world_points, moving = _render_frames(rays, camera_to_world[first:frames.stop], room, object_poses, objects, seed)
+        cameras = camera_to_world[first:frames.stop]
+        _, z, world_points, moving = _render_frames(rays, cameras, room, object_poses, objects, seed)
+        colour = sum(_render_frames(sub, cameras, room, object_poses, objects, seed)[0] for sub in sub_rays) / len(sub_rays)
         rgb.append(colour)
         depth.append(z)
         points.append(world_points)
