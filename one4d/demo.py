@@ -47,8 +47,11 @@ class DemoSettings:
     height: int = 48
     width: int = 64
     steps: int = 25
-    guidance_scale: float = 2.0
-    flow_shift: float = 2.0
+    # Chosen for the shipped model on validation scenes (seeds 1,000,100-1,000,103, not the demo's): CFG 1 (one pass
+    # per step; its text and image encoders are random) and the training's sigma shift 5 gave full-video depth Abs Rel
+    # 0.0725 vs 0.081 at CFG 2 / shift 2 (benchmarks/RESULTS_tiny_model.md).
+    guidance_scale: float = 1.0
+    flow_shift: float = 5.0
     sparse_frames: int = 3  # first, middle, last
     seeds: tuple = DEMO_SEEDS
     tasks: tuple = TASKS
