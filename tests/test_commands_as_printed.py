@@ -79,7 +79,7 @@ def test_the_checkpoint_folder_is_the_whole_command(layout, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["num_frames"], summary["height"], summary["width"]) == (9, 48, 64)  # its training size
     settings = summary["settings"]
-    assert settings["model"]["preset"] == "demo" and settings["cfg"] == 2.0 and settings["shift"] == 2.0
+    assert settings["model"]["preset"] == "demo" and settings["cfg"] == 1.0 and settings["shift"] == 5.0  # sample.yaml: 6.0, 3.0
     assert settings["negative_prompt"] == "" and settings["steps"] == 2  # the command line's steps win
     printed = capsys.readouterr().out
     assert "from its sampling.json" in printed and "view it in 4D:" in printed
