@@ -13,6 +13,8 @@ held-out scenes (seeds the training never saw):
 
 from __future__ import annotations
 
+import datetime
+
 import json
 import time
 from pathlib import Path
@@ -133,13 +135,21 @@ def ablation_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine_description() -> str:
+    """Where the ablation ran, for its report: CPU cores and the GPU if one was used."""
+    import os
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"a {os.cpu_count()}-core CPU, {gpu}"
+
+
 def write_report(results: dict, path: str | Path, command: str) -> Path:
     path = Path(path)
     baseline = np.nanmean([row["baseline_abs_rel"] for row in results["architectures"].values()])
     text = "\n".join([
         "# Architecture ablation at tiny scale (paper Fig. 3)",
         "",
-        f"`{command}` on a 2-core CPU, no GPU (2026-11-24). Each architecture is fine-tuned from the same shipped base "
+        f"`{command}` on {machine_description()} ({datetime.date.today().isoformat()}). Each architecture is fine-tuned from the same shipped base "
         f"(`base/`) for {results['steps']} steps with the `tiny_one4d` recipe (same data, batch, learning rate, LoRA rank). "
         f"Depth: full-video task on {results['held_out_clips'] // 2} held-out scenes through the sampler and post-optimisation "
         f"(constant-depth plane: Abs Rel {baseline:.3f}). RGB: flow-matching MSE on {results['held_out_clips']} held-out clips "

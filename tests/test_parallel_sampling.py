@@ -30,9 +30,12 @@ from one4d.pipeline import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["checkpoint=data/checkpoints/tiny", "steps=2", "num_frames=5", "height=32", "width=32", "progress=false",
-        "postopt.enabled=false", "ply_stride=0",  # 2 x 4 x 4 latents: 8 tokens a branch
+        "postopt.enabled=false", "ply_stride=0",  # x4 VAE: 2 x 8 x 8 latents, 32 tokens a branch
+        "cfg=2",  # guided (the checkpoint's sampling.json says CFG 1, one pass): CFG-parallel needs two passes
         "prompt=a red room"]  # not the checkpoint's negative prompt (""): the two guidance passes differ, so a swap shows
-ODD = ["num_frames=9", "height=16", "width=16"]  # 3 x 1 x 1 latents: 3 tokens, padded to 4 on 2 ranks
+# The shipped tiny VAE is x4 in space, so its token counts at sizes in multiples of 16 are even; the random tiny
+# model (x8 VAE) at 16 x 16 has 3 x 2 x 2 latents, patch 2: 3 tokens, padded to 4 on 2 ranks.
+ODD = ["checkpoint=null", "num_frames=9", "height=16", "width=16"]
 
 
 def sample(*overrides: str) -> int:
@@ -192,3 +195,14 @@ def test_each_rank_takes_its_own_gpu_and_too_many_processes_are_one_line(monkeyp
     assert rank_device(layout, torch.device("cpu")) == torch.device("cpu")  # gloo ranks share the CPU
     with pytest.raises(ValueError, match="process 2 of this node has no GPU of its own \\(2 visible\\)"):
         rank_device(ParallelLayout(world_size=4, rank=2, local_rank=2, cfg=2, ulysses=2), torch.device("cuda"))
+
+
+def test_the_token_count_checked_before_loading_reads_the_checkpoints_vae():
+    """The layout check counts tokens before any weight is read: with the shipped tiny VAE (x4 in space) 9 x 48 x 64
+    is 3 x 12 x 16 latents, 3 x 6 x 8 tokens; an x8 count (3 x 3 x 4) would misjudge which degrees need padding."""
+    from one4d.models import preset_config
+    from one4d.pipeline.cost import latent_tokens, vae_spatial_factor
+
+    assert vae_spatial_factor(ROOT / "data/checkpoints/tiny/base") == 4 and vae_spatial_factor("tiny") == 8
+    assert latent_tokens(preset_config("demo"), 9, 48, 64, vae_spatial_factor(ROOT / "data/checkpoints/tiny/base")) == 144
+    assert latent_tokens(preset_config("demo"), 9, 48, 64) == 36

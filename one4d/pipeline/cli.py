@@ -220,7 +220,7 @@ def prepare_job(cfg: DictConfig, metadata: dict | None, layout):
     from one4d.models import preset_config
     from one4d.parallel import check_token_count
 
-    from .cost import latent_tokens
+    from .cost import latent_tokens, vae_spatial_factor
 
     source = read_input(cfg.input)
     if cfg.num_frames is None and "num_frames" in ((metadata or {}).get("trained_at") or {}):
@@ -232,7 +232,8 @@ def prepare_job(cfg: DictConfig, metadata: dict | None, layout):
     )
     if cfg.fps is not None:
         conditions.fps = float(cfg.fps)
-    tokens = latent_tokens(preset_config(cfg.model.preset), conditions.num_frames, conditions.height, conditions.width)
+    tokens = latent_tokens(preset_config(cfg.model.preset), conditions.num_frames, conditions.height, conditions.width,
+                           vae_spatial_factor(cfg.model.components))
     check_token_count(layout, tokens, cfg.model.get("attention_backend"))
     return conditions
 

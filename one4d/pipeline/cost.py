@@ -18,11 +18,26 @@ IMAGE_TOKENS = 257  # CLIP ViT-H/14 penultimate states, the image context of Wan
 PROBE_FLOPS = 2e9  # per timed operation: tens of milliseconds on a laptop CPU
 
 
-def latent_tokens(config: dict, num_frames: int, height: int, width: int) -> int:
-    """Video tokens of one branch: latent frames x latent rows x latent columns over the patch."""
+def latent_tokens(config: dict, num_frames: int, height: int, width: int, spatial_factor: int = VAE_SPATIAL_FACTOR) -> int:
+    """Video tokens of one branch: latent frames x latent rows x latent columns over the patch.
+
+    ``spatial_factor``: the VAE's compression in space (Wan's 8; the shipped tiny model's VAE has 4, see
+    :func:`vae_spatial_factor`)."""
     p_t, p_h, p_w = config["patch_size"]
     frames = (num_frames - 1) // VAE_TEMPORAL_FACTOR + 1
-    return frames // p_t * (height // VAE_SPATIAL_FACTOR // p_h) * (width // VAE_SPATIAL_FACTOR // p_w)
+    return frames // p_t * (height // spatial_factor // p_h) * (width // spatial_factor // p_w)
+
+
+def vae_spatial_factor(components) -> int:
+    """``scale_factor_spatial`` of ``<components>/vae/config.json`` without loading weights; Wan's 8 when there is
+    no such file (``components=tiny``, or a folder checked elsewhere)."""
+    import json
+    from pathlib import Path
+
+    path = Path(str(components)) / "vae" / "config.json"
+    if not path.is_file():
+        return VAE_SPATIAL_FACTOR
+    return int(json.loads(path.read_text()).get("scale_factor_spatial") or VAE_SPATIAL_FACTOR)
 
 
 def step_flops(config: dict, num_frames: int, height: int, width: int, guidance: bool) -> tuple[float, float]:
