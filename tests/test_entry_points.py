@@ -81,7 +81,7 @@ def test_sample_stopped_by_a_signal_removes_its_partial_output(signum, code, wor
     image = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(image)
     out = tmp_path / "out"
-    result = _start_and_signal(["scripts/sample.py", "task=single", f"input={image}", f"checkpoint={TINY}", "steps=400",
+    result = _start_and_signal(["scripts/sample.py", "task=single", f"input={image}", f"checkpoint={TINY}", "steps=200",
                                 f"out={out}", "progress=false"], tmp_path / ".out.partial-*", signum)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == code, result.stderr[-2000:]
@@ -113,3 +113,15 @@ def test_training_stopped_by_sigterm_leaves_only_complete_checkpoints(tmp_path):
     checkpoints = run_dir / "checkpoints"
     assert not [path.name for path in checkpoints.iterdir() if path.name.startswith(".tmp-")]
     assert all(verify(folder) is None for folder in list_checkpoints(checkpoints))  # those published are complete
+
+
+def test_steps_the_scheduler_cannot_step_through_are_one_line(tmp_path):
+    """400 UniPC steps at flow shift 5 (the shipped checkpoint's) repeat integer timesteps, and diffusers' UniPC then
+    failed an internal assert mid-sampling with a traceback; the pipeline refuses them before the first step."""
+    image = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(image)
+    result = run("sample.py", ["task=single", f"input={image}", f"checkpoint={TINY}", "steps=400", f"out={tmp_path / 'out'}",
+                               "progress=false"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after the weights' loading bars
+    assert result.returncode == 2 and len(errors) == 1 and "repeated integer timesteps" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

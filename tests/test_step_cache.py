@@ -110,6 +110,7 @@ def test_cfg_parallel_ranks_keep_the_two_passes_states_apart(tmp_path):
     imageio.imwrite(tmp_path / "image.png", (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8))
     args = ["scripts/sample.py", "task=single", f"input={tmp_path / 'image.png'}", "checkpoint=data/checkpoints/tiny",
             "steps=10", "progress=false", "postopt.enabled=false", "acceleration.step_cache_threshold=0.1",
+            "cfg=2",  # guided: the checkpoint's sampling.json says CFG 1 (one pass), and CFG-parallel needs two
             "prompt=a red room"]  # not the negative prompt (""): the two passes, and their cache states, differ
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, *args, f"out={tmp_path / 'one'}"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)

@@ -259,6 +259,10 @@ class One4DPipeline:
         # 4. Timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
+        if len(torch.unique(timesteps)) < len(timesteps):  # diffusers' UniPC then fails an internal assert mid-sampling
+            raise ValueError(f"{num_inference_steps} steps at flow shift {getattr(self.scheduler.config, 'flow_shift', '?')} give "
+                             f"{len(timesteps) - len(torch.unique(timesteps))} repeated integer timesteps, which "
+                             f"{type(self.scheduler).__name__} cannot step through; use fewer steps or a smaller shift")
 
         # 5. Latents
         rgb_latents, xyz_latents = self.prepare_latents(num_frames, height, width, generator, device)
