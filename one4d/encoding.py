@@ -64,7 +64,7 @@ def latent_statistics(vae) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def encode_video(vae, video: torch.Tensor, sample_posterior: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, 3, F, H, W) in [-1, 1] -> normalised latents (B, 16, (F - 1) / 4 + 1, H / 8, W / 8), float32.
+    """(B, 3, F, H, W) in [-1, 1] -> normalised latents (B, 16, (F - 1) / 4 + 1, H / s, W / s), float32 (s: 8 for Wan, 4 for the tiny VAE).
 
     The posterior's mode by default (what the pipeline does for its condition latents); a sample
     with ``sample_posterior`` (what VideoX-Fun's trainer does for the target latents).
