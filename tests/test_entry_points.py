@@ -81,7 +81,8 @@ def test_sample_stopped_by_a_signal_removes_its_partial_output(signum, code, wor
     image = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(image)
     out = tmp_path / "out"
-    result = _start_and_signal(["scripts/sample.py", "task=single", f"input={image}", f"checkpoint={TINY}", "steps=200",
+    result = _start_and_signal(["scripts/sample.py", "task=single", f"input={image}", f"checkpoint={TINY}", "steps=400",
+                                "cfg=2", "shift=2",  # two passes a step, no repeated UniPC timesteps: still sampling 1 s later
                                 f"out={out}", "progress=false"], tmp_path / ".out.partial-*", signum)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == code, result.stderr[-2000:]
