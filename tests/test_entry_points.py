@@ -63,7 +63,10 @@ def _start_and_signal(command: list[str], partial_glob: Path, signum: int, delay
     """Start a script, wait until its partial output exists, send ``signum`` ``delay`` seconds later and collect what
     it printed."""
     env = {key: value for key, value in os.environ.items() if key not in ("HYDRA_FULL_ERROR", "MAKEFLAGS", "MAKELEVEL")}
-    process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and the child would inherit that
+    # (then Python installs no KeyboardInterrupt handler): give it the default disposition, as a terminal would.
+    process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list(partial_glob.parent.glob(partial_glob.name)):
         assert process.poll() is None, process.communicate()[1][-2000:]
