@@ -12,7 +12,7 @@ returned ``world_to_camera`` poses are RELATIVE TO FRAME 0 (frame 0 is the ident
 Textures are procedural (planks, tiles, bricks, stripes, value noise) and shaded by a point
 light with cast shadows, so appearance carries the detail that determines geometry. They are
 sized for the tiny model's 48 x 64 frames (issue 12): features tens of centimetres wide with soft
-edges and moderate contrast, and colour anti-aliased over 2 x 2 sub-pixel rays; pixel-scale
+edges and moderate contrast, and colour anti-aliased over SUPERSAMPLE x SUPERSAMPLE sub-pixel rays; pixel-scale
 grout lines and grain aliased into noise that no tiny VAE could carry (flat mean colour and the
 best VAE were within 0.6 dB of each other).
 """
