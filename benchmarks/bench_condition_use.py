@@ -14,6 +14,11 @@ next to the no-input prior: the mean latent of the held-out scenes. A model that
 ``true`` far below the prior and ``shuffled`` far above ``true``. Both the stage-1 base (RGB) and the
 One4D model (RGB and XYZ) of the checkpoint are measured.
 
+For XYZ with the true condition the error is also split (``xyz/true/sigma*/...``): ``bias``, the scene-mean
+of the estimates against the mean latent (what every scene shares: the room-shaped ramps); ``scene_part``, the
+error of each estimate's deviation from that mean against the true deviation (what tells one scene from
+another); ``spread`` and ``true_spread``, how much the estimates and the true latents vary between scenes.
+
     python benchmarks/bench_condition_use.py [--checkpoint data/checkpoints/tiny] [--scenes 10] [--first-seed 0]
 """
 
@@ -54,8 +59,19 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a - b) ** 2).mean())
 
 
+def shared_and_scene_errors(estimate: torch.Tensor, truth: torch.Tensor) -> dict:
+    """The error of (N, C, f, h, w) estimates split into what all N scenes share and what differs between them."""
+    estimate_mean, true_mean = estimate.mean(0, keepdim=True), truth.mean(0, keepdim=True)
+    return {
+        "bias": mse(estimate_mean, true_mean),
+        "scene_part": mse(estimate - estimate_mean, truth - true_mean),
+        "spread": mse(estimate, estimate_mean.expand_as(estimate)),
+        "true_spread": mse(truth, true_mean.expand_as(truth)),
+    }
+
+
 @torch.no_grad()
-def one_step_errors(model, inputs: dict, joint: bool, sigmas=(1.0, 0.5)) -> dict:
+def one_step_errors(model, inputs: dict, joint: bool, sigmas=(1.0, 0.8, 0.5)) -> dict:
     """MSE of z0 = x - sigma * flow against the true latents, per condition variant and sigma."""
     z, p = inputs["rgb_latents"], inputs["xyz_latents"]
     generator = torch.Generator().manual_seed(0)
@@ -70,7 +86,10 @@ def one_step_errors(model, inputs: dict, joint: bool, sigmas=(1.0, 0.5)) -> dict
             rgb_input = torch.cat([noisy_rgb, condition], dim=1)  # (N, 36, f, h, w)
             if joint:
                 rgb_flow, xyz_flow = model(rgb_input, noisy_xyz, timestep, inputs["text_embeds"], image)
-                results[f"xyz/{name}/sigma{sigma}"] = mse(noisy_xyz - sigma * xyz_flow, p)
+                estimate = noisy_xyz - sigma * xyz_flow
+                results[f"xyz/{name}/sigma{sigma}"] = mse(estimate, p)
+                if name == "true":
+                    results.update({f"xyz/true/sigma{sigma}/{key}": value for key, value in shared_and_scene_errors(estimate, p).items()})
             else:
                 rgb_flow = model(rgb_input, timestep, inputs["text_embeds"], image)
             results[f"rgb/{name}/sigma{sigma}"] = mse(noisy_rgb - sigma * rgb_flow, z)
