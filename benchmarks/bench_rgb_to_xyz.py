@@ -1,0 +1,82 @@
+"""How learnable is geometry from the tiny VAE's RGB latents, and how much does the number of training scenes matter?
+
+The XYZ branch's hardest case (sigma 1: its own input is pure noise) is a regression from the scene's RGB latents to
+its XYZ latents. This trains a small direct regressor for exactly that (a 3-D CNN, no noise, no transformer, no
+LoRA) on the first ``--clips`` clips of a latent cache (``make tiny-model``'s, or one built with more clips), and
+scores it on the demo's held-out scenes with ``bench_condition_use``'s split: what all scenes share (``bias``) and
+what tells them apart (``scene_part``, against ``true_spread`` for the no-input mean latent). One CPU thread.
+
+    .venv/bin/python benchmarks/bench_rgb_to_xyz.py --cache outputs/tiny_model/cache --clips 192
+    .venv/bin/python benchmarks/bench_rgb_to_xyz.py --cache outputs/tiny_model/cache --clips 384
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from bench_condition_use import held_out_inputs, mse, shared_and_scene_errors
+
+
+def cached_latents(cache: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB and XYZ latents (N, 16, f, h, w) of the first ``count`` samples of a latent cache."""
+    rgb, xyz = [], []
+    for shard in sorted(cache.glob("shard-*.safetensors")):
+        with safe_open(str(shard), "pt") as handle:
+            for index in sorted({int(key.split(".")[0]) for key in handle.keys()}):
+                rgb.append(handle.get_tensor(f"{index}.rgb_latents"))
+                xyz.append(handle.get_tensor(f"{index}.xyz_latents"))
+    if len(rgb) < count:
+        raise ValueError(f"{cache} holds {len(rgb)} samples, fewer than --clips {count}")
+    return torch.stack(rgb[:count]), torch.stack(xyz[:count])
+
+
+def regressor(width: int = 64, layers: int = 6) -> nn.Sequential:
+    """3 x 3 x 3 convolutions over (f, h, w) latents: every output sees a 13 x 13 latent neighbourhood."""
+    blocks = [nn.Conv3d(16, width, 3, padding=1), nn.GELU()]
+    for _ in range(layers - 2):
+        blocks += [nn.Conv3d(width, width, 3, padding=1), nn.GELU()]
+    return nn.Sequential(*blocks, nn.Conv3d(width, 16, 3, padding=1))
+
+
+def main() -> None:
+    from one4d.encoding import load_encoders
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", default="outputs/tiny_model/cache")
+    parser.add_argument("--clips", type=int, default=384)
+    parser.add_argument("--checkpoint", default="data/checkpoints/tiny", help="its VAE encodes the held-out scenes")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--scenes", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rgb, xyz = cached_latents(Path(args.cache), args.clips)
+    trained_at = json.loads((Path(args.checkpoint) / "sampling.json").read_text())["trained_at"]
+    held_out = held_out_inputs(load_encoders(str(Path(args.checkpoint) / "base")), trained_at, args.scenes)
+    net = regressor()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    started = time.perf_counter()
+    for step in range(1, args.steps + 1):
+        batch = torch.randint(0, len(rgb), (8,))
+        loss = ((net(rgb[batch]) - xyz[batch]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 500 == 0 or step == args.steps:
+            with torch.no_grad():
+                estimate = net(held_out["rgb_latents"])
+            split = {key: round(value, 3) for key, value in shared_and_scene_errors(estimate, held_out["xyz_latents"]).items()}
+            print(json.dumps({"clips": args.clips, "step": step, "seconds": round(time.perf_counter() - started),
+                              "train_batch_mse": round(loss.item(), 3),
+                              "held_out_mse": round(mse(estimate, held_out["xyz_latents"]), 3), **split}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
