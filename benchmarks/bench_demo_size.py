@@ -9,9 +9,8 @@ CPU thread.
 
 from __future__ import annotations
 
-import time
-
 import torch
+from timing import best_of
 
 from one4d.models.factory import build_model
 
@@ -25,23 +24,23 @@ VARIANTS = {  # name: (base_overrides, LoRA rank); the shipped model is demo at 
 }
 
 
-def step_seconds(base_overrides: dict, rank: int, batch: int = 8, rounds: int = 4) -> tuple[float, int, int]:
-    """Best time of ``rounds - 1`` steps after a warm-up, total and trainable parameter counts."""
+def step_seconds(base_overrides: dict, rank: int, batch: int = 8) -> tuple[float, int, int]:
+    """Best of 3 steps after a warm-up step, total and trainable parameter counts."""
     torch.manual_seed(0)
     model = build_model("dlc", "demo", base_overrides=base_overrides, lora_rank=rank, num_links=4)
     trainable = model.trainable_parameters()
     optimizer = torch.optim.AdamW(trainable, lr=1e-3)
     rgb, xyz = torch.randn(batch, 36, 3, 12, 16), torch.randn(batch, 16, 3, 12, 16)
     timestep, text, image = torch.rand(batch) * 1000, torch.randn(batch, 512, 32), torch.randn(batch, 257, 32)
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
+
+    def step():
         rgb_flow, xyz_flow = model(rgb, xyz, timestep, text, image)
         (rgb_flow.square().mean() + xyz_flow.square().mean()).backward()
         optimizer.step()
         optimizer.zero_grad()
-        times.append(time.perf_counter() - started)
-    return min(times[1:]), sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
+
+    step()  # warm-up
+    return best_of(step), sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ held-out scenes (seeds the training never saw):
 from __future__ import annotations
 
 import datetime
-
 import json
+import os
 import time
 from pathlib import Path
 
@@ -137,8 +137,6 @@ def ablation_table(results: dict) -> str:
 
 def machine_description() -> str:
     """Where the ablation ran, for its report: CPU cores and the GPU if one was used."""
-    import os
-
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"a {os.cpu_count()}-core CPU, {gpu}"
 
