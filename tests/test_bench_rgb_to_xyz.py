@@ -1,0 +1,55 @@
+"""benchmarks/bench_rgb_to_xyz.py scores a regressor's depth the demo's way: one that returns each scene's TRUE
+XYZ latents scores the shipped VAE's ceiling, far below the no-input prior; one that returns the same latent for
+every scene does not."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT = ROOT / "data" / "checkpoints" / "tiny"
+SETTINGS = {"num_frames": 5, "height": 48, "width": 64}
+SEEDS = range(1_000_000, 1_000_002)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import their siblings by name
+    try:
+        import bench_rgb_to_xyz
+        import bench_tiny_vae
+
+        yield bench_rgb_to_xyz, bench_tiny_vae
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+class Lookup(torch.nn.Module):
+    """Returns the XYZ latents stored for whichever scene's RGB latents come in."""
+
+    def __init__(self, pairs):
+        super().__init__()
+        self.pairs = pairs
+
+    def forward(self, rgb):
+        return next(xyz for key, xyz in self.pairs if torch.equal(key, rgb))
+
+
+@torch.no_grad()
+def test_depth_scores_follow_what_the_regressor_returns(bench):
+    from one4d.encoding import encode_video, load_encoders
+
+    rgb_to_xyz, tiny_vae = bench
+    vae = load_encoders(str(CHECKPOINT / "base")).vae
+    pairs = []
+    for seed in SEEDS:
+        _, rgb, xyz, _ = tiny_vae.held_out_scene(seed, SETTINGS)
+        pairs.append((encode_video(vae, rgb), encode_video(vae, xyz)))
+    truth = rgb_to_xyz.depth_scores(Lookup(pairs), vae, SETTINGS, SEEDS)
+    swapped = rgb_to_xyz.depth_scores(Lookup([(pairs[0][0], pairs[1][1]), (pairs[1][0], pairs[0][1])]), vae, SETTINGS, SEEDS)
+    assert truth["prior_abs_rel"] == swapped["prior_abs_rel"]  # the prior does not depend on the regressor
+    assert truth["regressor_abs_rel"] < 0.03 and truth["regressor_frame0_z_abs_rel"] < 0.03  # the VAE's ceiling
+    assert truth["regressor_abs_rel"] < 0.5 * truth["prior_abs_rel"]
+    assert swapped["regressor_abs_rel"] > 2 * truth["regressor_abs_rel"]  # another scene's geometry scores worse
