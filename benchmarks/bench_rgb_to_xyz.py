@@ -24,26 +24,23 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from bench_condition_use import held_out_inputs, mse, shared_and_scene_errors
-from bench_tiny_vae import HELD_OUT_SEED, depth_abs_rel, held_out_scene
+from bench_tiny_vae import HELD_OUT_SEED, depth_abs_rel, frame0_z_abs_rel, held_out_scene
 
 TRAIN_SCENES = 10  # training scenes (seeds 0 ..) scored beside the held-out ones: over-fitting shows as a gap
 
 
-def cached_latents(cache: Path, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """RGB and XYZ latents (N, 16, f, h, w) of the first ``count`` samples of a latent cache."""
-    rgb, xyz = [], []
-    for shard in sorted(cache.glob("shard-*.safetensors")):
-        with safe_open(str(shard), "pt") as handle:
-            for index in sorted({int(key.split(".")[0]) for key in handle.keys()}):
-                rgb.append(handle.get_tensor(f"{index}.rgb_latents"))
-                xyz.append(handle.get_tensor(f"{index}.xyz_latents"))
-    if len(rgb) < count:
-        raise ValueError(f"{cache} holds {len(rgb)} samples, fewer than --clips {count}")
-    return torch.stack(rgb[:count]), torch.stack(xyz[:count])
+def cached_latents(cache: Path, count: int, settings: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB and XYZ latents (N, 16, f, h, w) of the first ``count`` samples of a latent cache built at ``settings``' size."""
+    from one4d.training.cache import LatentCacheDataset
+
+    samples = LatentCacheDataset(cache, settings["num_frames"], settings["height"], settings["width"])
+    if len(samples) < count:
+        raise ValueError(f"{cache} holds {len(samples)} samples, fewer than --clips {count}")
+    return (torch.stack([samples.read(index, "rgb_latents") for index in range(count)]),
+            torch.stack([samples.read(index, "xyz_latents") for index in range(count)]))
 
 
 def regressor(width: int = 64, layers: int = 6) -> nn.Sequential:
@@ -57,11 +54,11 @@ def regressor(width: int = 64, layers: int = 6) -> nn.Sequential:
 @torch.no_grad()
 def depth_scores(net: nn.Module, vae, settings: dict, seeds: range) -> dict:
     """Mean depth Abs Rel over ``seeds`` of the regressor's decoded XYZ (post-optimised, and frame 0's z alone) and of
-    the demo's no-input prior, all scale & shift aligned per sequence as the demo aligns them."""
+    the demo's no-input prior, all scale & shift aligned per sequence as the demo aligns them. Every scene is rendered
+    afresh (training seeds too: the same scenes as their cached clips but for the clips' 8-bit RGB)."""
     from one4d.demo import score_geometry
     from one4d.demo_controls import training_prior
     from one4d.encoding import decode_latents, encode_video
-    from one4d.eval import depth_metrics
     from one4d.geometry import denormalize_pointmaps
 
     prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
@@ -70,9 +67,8 @@ def depth_scores(net: nn.Module, vae, settings: dict, seeds: range) -> dict:
         scene, rgb, _, (centre, scale) = held_out_scene(seed, settings)
         decoded = decode_latents(vae, net(encode_video(vae, rgb)))[0]  # (3, F, H, W) normalised XYZ
         points = denormalize_pointmaps(decoded.permute(1, 2, 3, 0), centre, scale)  # (F, H, W, 3) in frame 0's camera
-        frame0 = depth_metrics(points[:1, ..., 2], scene.depth[:1], align="scale&shift", protocol="exact")["abs_rel"]
         prior_fit = score_geometry(prior.depth, prior.camera_to_world, scene, list(range(settings["num_frames"])))
-        rows.append((depth_abs_rel(points, scene, 15), float(frame0), prior_fit["abs_rel"]))
+        rows.append((depth_abs_rel(points, scene, 15), frame0_z_abs_rel(points, scene), prior_fit["abs_rel"]))
     means = [sum(column) / len(rows) for column in zip(*rows)]
     return {"regressor_abs_rel": round(means[0], 4), "regressor_frame0_z_abs_rel": round(means[1], 4),
             "prior_abs_rel": round(means[2], 4)}
@@ -90,8 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    rgb, xyz = cached_latents(Path(args.cache), args.clips)
     trained_at = json.loads((Path(args.checkpoint) / "sampling.json").read_text())["trained_at"]
+    rgb, xyz = cached_latents(Path(args.cache), args.clips, trained_at)
     encoders = load_encoders(str(Path(args.checkpoint) / "base"))
     held_out = held_out_inputs(encoders, trained_at, args.scenes)
     net = regressor()
