@@ -54,24 +54,29 @@ def regressor(width: int = 64, layers: int = 6) -> nn.Sequential:
 @torch.no_grad()
 def depth_scores(net: nn.Module, vae, settings: dict, seeds: range) -> dict:
     """Mean depth Abs Rel over ``seeds`` of the regressor's decoded XYZ (post-optimised, and frame 0's z alone) and of
-    the demo's no-input prior, all scale & shift aligned per sequence as the demo aligns them. Every scene is rendered
+    the demo's no-input prior, all scale & shift aligned per sequence as the demo aligns them, over the scenes whose
+    post-optimisation converged (``diverged`` counts the others). Every scene is rendered
     afresh (training seeds too: the same scenes as their cached clips but for the clips' 8-bit RGB)."""
     from one4d.demo import score_geometry
     from one4d.demo_controls import training_prior
     from one4d.encoding import decode_latents, encode_video
     from one4d.geometry import denormalize_pointmaps
+    from one4d.postopt.recover import PostoptDiverged
 
     prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
-    rows = []
+    rows, diverged = [], 0
     for seed in seeds:
         scene, rgb, _, (centre, scale) = held_out_scene(seed, settings)
         decoded = decode_latents(vae, net(encode_video(vae, rgb)))[0]  # (3, F, H, W) normalised XYZ
         points = denormalize_pointmaps(decoded.permute(1, 2, 3, 0), centre, scale)  # (F, H, W, 3) in frame 0's camera
         prior_fit = score_geometry(prior.depth, prior.camera_to_world, scene, list(range(settings["num_frames"])))
-        rows.append((depth_abs_rel(points, scene, 15), frame0_z_abs_rel(points, scene), prior_fit["abs_rel"]))
-    means = [sum(column) / len(rows) for column in zip(*rows)]
+        try:
+            rows.append((depth_abs_rel(points, scene, 15), frame0_z_abs_rel(points, scene), prior_fit["abs_rel"]))
+        except PostoptDiverged:  # no camera's view (an early regressor): counted, as the demo counts its failures
+            diverged += 1
+    means = [sum(column) / len(rows) for column in zip(*rows)] if rows else [float("nan")] * 3
     return {"regressor_abs_rel": round(means[0], 4), "regressor_frame0_z_abs_rel": round(means[1], 4),
-            "prior_abs_rel": round(means[2], 4)}
+            "prior_abs_rel": round(means[2], 4), "diverged": diverged}
 
 
 def main() -> None:
