@@ -194,8 +194,8 @@ def test_a_stopped_demo_leaves_no_folder(tmp_path, monkeypatch):
 
 def test_demo_inference_path_and_controls_at_reduced_size(tmp_path):
     """All three tasks and every control through the real pipeline, post-optimisation and scoring: 2 scenes,
-    5 frames at the training size 48 x 64, 4 steps, a 4-scene prior; the wrong-input control on two tasks."""
-    settings = DemoSettings(num_frames=5, height=48, width=64, steps=4, seeds=(1_000_000, 1_000_001), postopt_iterations=2,
+    5 frames at 32 x 32, 2 steps, a 4-scene prior; the wrong-input control on two tasks."""
+    settings = DemoSettings(num_frames=5, height=32, width=32, steps=2, seeds=(1_000_000, 1_000_001), postopt_iterations=2,
                             wrong_input_tasks=("sparse", "full"), prior_scenes=4)
     summary = run_demo(tmp_path / "demo", SHIPPED, settings, log=lambda line: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # published, no partial folder left
