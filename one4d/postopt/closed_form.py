@@ -19,6 +19,11 @@ import torch
 
 from one4d.postopt.camera import Cameras, point_residuals
 
+
+class PostoptDiverged(ValueError):
+    """The pointmaps are no camera's view: no frame fits a pinhole camera, or the refinement ended with a
+    non-positive or non-finite focal. Callers that score many scenes count it as a failed scene."""
+
 # A frame is planar when its point cloud's thickness (smallest / largest principal spread) is below this.
 PLANAR_THICKNESS = 0.03
 # Reweighted solves (weights 1 / point-to-ray distance) that make the closed forms robust to flying pixels.
@@ -248,7 +253,7 @@ def initial_cameras(points, pixels, weight, principal_point, shared_focal: bool,
     # starts from its nearest good neighbour's camera: the trajectory is smooth, the refinement fixes the rest.
     bad = poor_fits(rotation, translation, focal, points, centred, weight)
     if bad.all():
-        raise ValueError("no frame's pointmap is consistent with a pinhole camera (most points behind it or a poor fit)")
+        raise PostoptDiverged("no frame's pointmap is consistent with a pinhole camera (most points behind it or a poor fit)")
     good = torch.nonzero(~bad).flatten()
     for frame in torch.nonzero(bad).flatten().tolist():
         neighbour = good[(good - frame).abs().argmin()]

@@ -19,16 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from one4d.geometry import invert_pose, make_pose
-from one4d.postopt.closed_form import Cameras, initial_cameras, poor_fits, warn_all
+from one4d.postopt.closed_form import Cameras, PostoptDiverged, initial_cameras, poor_fits, warn_all  # noqa: F401 (PostoptDiverged re-exported)
 from one4d.postopt.inputs import check_pointmaps, gather_samples, sample_pixels
 from one4d.postopt.refine import objective, refine_cameras
 
 # Above this fraction of valid points behind their camera, recover_cameras warns (the pointmaps fit no camera well).
 MAX_BEHIND = 0.05
-
-
-class PostoptDiverged(ValueError):
-    """The refinement ended with a non-positive or non-finite focal: the pointmaps are no camera's view."""
 
 
 @dataclass
