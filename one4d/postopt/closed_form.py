@@ -24,6 +24,7 @@ class PostoptDiverged(ValueError):
     """The pointmaps are no camera's view: no frame fits a pinhole camera, or the refinement ended with a
     non-positive or non-finite focal. Callers that score many scenes count it as a failed scene."""
 
+
 # A frame is planar when its point cloud's thickness (smallest / largest principal spread) is below this.
 PLANAR_THICKNESS = 0.03
 # Reweighted solves (weights 1 / point-to-ray distance) that make the closed forms robust to flying pixels.

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from one4d.geometry import invert_pose, make_pose
-from one4d.postopt.closed_form import Cameras, PostoptDiverged, initial_cameras, poor_fits, warn_all  # noqa: F401 (PostoptDiverged re-exported)
+from one4d.postopt.closed_form import Cameras, PostoptDiverged, initial_cameras, poor_fits, warn_all
 from one4d.postopt.inputs import check_pointmaps, gather_samples, sample_pixels
 from one4d.postopt.refine import objective, refine_cameras
 
