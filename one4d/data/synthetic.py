@@ -15,6 +15,9 @@ sized for the tiny model's 48 x 64 frames (issue 12): features tens of centimetr
 edges and moderate contrast, and colour anti-aliased over SUPERSAMPLE x SUPERSAMPLE sub-pixel rays; pixel-scale
 grout lines and grain aliased into noise that no tiny VAE could carry (flat mean colour and the
 best VAE were within 0.6 dB of each other).
+
+Cameras are rolled (up to ROLL_DEGREES about the view direction) and their gaze turned, so that the
+floor, walls and horizon fall differently in every clip and geometry must be read from the frames.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ COLOURS = {
 FLOORS = ("wooden", "tiled", "checkered")
 WALLS = ("brick", "striped", "plaster")
 CAMERA_MOTIONS = ("forward", "sideways", "orbit", "pan")
+# Each clip's camera is rolled about its view direction by up to ROLL_DEGREES and its gaze turned by GAZE_OFFSET
+# (x, y ranges in metres added to the look-at target), so no single depth map fits most scenes: with level cameras
+# looking at the floor ahead, the mean depth map of the training scenes was within 0.04 Abs Rel of the best a tiny
+# VAE can carry, and no model could show that it reads geometry from its input (issue 12,
+# benchmarks/RESULTS_tiny_model.md sections 5-6).
+ROLL_DEGREES = 60.0
+GAZE_OFFSET = ((-1.5, 1.5), (-1.0, 0.6))
 MOTION_PHRASES = {
     ("sphere", "rolls"): "rolls across the floor",
     ("sphere", "bounces"): "bounces along the floor",
@@ -295,7 +305,19 @@ def _sample_layout(rng: np.random.Generator):
         amount=rng.uniform(0.6, 1.2) * (1 if rng.random() < 0.5 else -1),
         fov_degrees=rng.uniform(55, 75),
     )
+    # Drawn from a child generator after every other draw, so each seed keeps its room, objects, motion and caption.
+    view = np.random.default_rng(rng.integers(1 << 31))
+    camera["target"] = camera["target"] + np.array([view.uniform(*GAZE_OFFSET[0]), view.uniform(*GAZE_OFFSET[1]), 0.0])
+    camera["roll_degrees"] = view.uniform(-ROLL_DEGREES, ROLL_DEGREES)
     return room, objects, camera
+
+
+def _camera_down(camera: dict, eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """World +y (the floor's normal, downwards) rolled by ``camera["roll_degrees"]`` about the view direction (Rodrigues)."""
+    axis = torch.nn.functional.normalize(target - eye, dim=-1)
+    down = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype)
+    angle = math.radians(camera["roll_degrees"])
+    return down * math.cos(angle) + torch.cross(axis, down, dim=-1) * math.sin(angle) + axis * (axis @ down) * (1 - math.cos(angle))
 
 
 def _camera_at(camera: dict, t: float) -> tuple[np.ndarray, np.ndarray]:
@@ -463,9 +485,9 @@ def _render_scene(seed: int, num_frames: int, height: int, width: int, device) -
 
     times = [frame / max(num_frames - 1, 1) for frame in range(num_frames)]
     eyes, targets = zip(*(_camera_at(camera, t) for t in times))
-    world_to_camera = look_at(
-        torch.tensor(np.stack(eyes), dtype=torch.float64), torch.tensor(np.stack(targets), dtype=torch.float64)
-    )  # (F, 4, 4), float64 so that relative poses stay exact
+    eyes, targets = torch.tensor(np.stack(eyes), dtype=torch.float64), torch.tensor(np.stack(targets), dtype=torch.float64)
+    # (F, 4, 4), float64 so that relative poses stay exact; one roll for the whole clip, about frame 0's view direction
+    world_to_camera = look_at(eyes, targets, down=_camera_down(camera, eyes[0], targets[0]))
     camera_to_world = invert_pose(world_to_camera).to(dtype=dtype, device=device)
 
     chunk = max(1, CHUNK_RAYS // (height * width))

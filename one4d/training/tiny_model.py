@@ -50,9 +50,9 @@ VAE_HELD_OUT = 8  # clips whose reconstruction error is reported (not trained on
 def default_settings() -> dict:
     """Sizes and budgets of the shipped model (the experiment configs hold the trainer's)."""
     return dict(
-        num_clips=384, num_frames=9, height=48, width=64, data_seed=0,
+        num_clips=1536, num_frames=9, height=48, width=64, data_seed=0,
         vae_clips=192, vae_steps=4000, vae_lr=2e-3, vae_batch=4, vae_crop=[32, 32], vae_frames=9, vae_kl=1e-4, vae_base_dim=8, vae_spatial_factor=4, vae_residual=True,
-        vae_xyz_repeats=2, decoder_steps=800, decoder_lr=2e-4, decoder_batch=4, decoder_crop=[12, 16],
+        vae_xyz_repeats=2, decoder_steps=1600, decoder_lr=2e-4, decoder_batch=4, decoder_crop=[12, 16],
         components_seed=0,
     )
 
