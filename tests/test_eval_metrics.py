@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,22 @@ def test_scale_and_shift_undoes_an_affine_prediction_and_none_does_not():
     # median scaling removes the scale but not the shift
     assert depth_metrics(gt * 3, gt, align="median", protocol="exact")["abs_rel"] < 1e-12
     assert depth_metrics(pred, gt, align="median", protocol="exact")["abs_rel"] > 1e-3
+
+
+def test_lad_fit_is_finite_when_most_predictions_are_invalid_zeros():
+    """Post-optimisation writes 0 for points behind their camera; with over half of them the median-scaling start
+    was inf and the fit NaN (a garbage pointmap scored NaN in the demo). The fit stays finite and optimal."""
+    generator = torch.Generator().manual_seed(2)
+    gt = 1 + 5 * torch.rand(400, generator=generator, dtype=torch.float64)
+    pred = 0.5 * gt + 0.1
+    pred[:250] = 0
+    scale, shift = lad_scale_shift(pred, gt)
+    assert torch.isfinite(scale) and torch.isfinite(shift)
+    objective = lambda s, t: float((gt - s * pred - t).abs().sum())  # noqa: E731
+    best = objective(scale, shift)
+    for ds, dt in ((1e-3, 0), (-1e-3, 0), (0, 1e-3), (0, -1e-3)):
+        assert objective(scale + ds, shift + dt) >= best - 1e-9
+    assert math.isfinite(depth_metrics(pred.reshape(1, 20, 20), gt.reshape(1, 20, 20), protocol="exact")["abs_rel"])
 
 
 def test_lad_fits_are_robust_to_outliers_and_optimal():

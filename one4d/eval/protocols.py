@@ -113,6 +113,9 @@ def lad_scale_shift(
         return -(pred * torch.sign(residual - shift)).sum(), shift
 
     start = gt.median() / pred.median()
+    if not torch.isfinite(start):  # over half the predictions are 0 (invalid depth after post-optimisation)
+        nonzero = pred[pred != 0]
+        start = gt.median() / nonzero.median() if nonzero.numel() else torch.ones((), dtype=pred.dtype, device=pred.device)
     width = start.abs().clamp_min(1e-6)
     low, high = start - width, start + width
     for _ in range(60):
