@@ -52,7 +52,7 @@ def regressor(width: int = 64, layers: int = 6) -> nn.Sequential:
 
 
 @torch.no_grad()
-def depth_scores(net: nn.Module, vae, settings: dict, seeds: range) -> dict:
+def depth_scores(net: nn.Module, vae, settings: dict, seeds) -> dict:
     """Mean depth Abs Rel over ``seeds`` of the regressor's decoded XYZ (post-optimised, and frame 0's z alone) and of
     the demo's no-input prior, all scale & shift aligned per sequence as the demo aligns them, over the scenes whose
     post-optimisation converged (``diverged`` counts the others). Every scene is rendered

@@ -569,7 +569,8 @@ def _run_demo_into(out: Path, checkpoint: Path, settings: DemoSettings, log, sta
     for task in settings.tasks:
         rows, failed = {entry: [] for entry in ENTRIES}, {}
         for index, seed in enumerate(settings.seeds):
-            records, missing, sheet = score_scene(pipe, task, index, settings, prior, ceilings, out / task if index == 0 else None)
+            folder = out / task if not rows["model"] else None  # the sampler's outputs of the task's first scored scene
+            records, missing, sheet = score_scene(pipe, task, index, settings, prior, ceilings, folder)
             for entry in missing:
                 failed[entry] = failed.get(entry, 0) + 1
             if records is None:
@@ -604,7 +605,7 @@ def _run_demo_into(out: Path, checkpoint: Path, settings: DemoSettings, log, sta
             "rgb_psnr": "all frames against the true frames, RGB in [0, 1]",
             "motion": "mean |frame t - frame 0| over t >= 1, RGB in [0, 1]; 0 for a frozen copy of the first frame",
             "single": "depth scored on its observed frame only; its later frames are a generated future",
-            "failed_scenes": "scenes whose post-optimisation diverged (not in the statistics)",
+            "failed_scenes": "scenes whose post-optimisation diverged (not in the statistics); a scene the model fails is left out of every control's statistics too, so all entries are scored on the same scenes",
         },
         "wall_s": round(time.perf_counter() - started, 1),
     }
