@@ -313,11 +313,9 @@ def _sample_layout(rng: np.random.Generator):
 
 
 def _camera_down(camera: dict, eye: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """World +y (the floor's normal, downwards) rolled by ``camera["roll_degrees"]`` about the view direction (Rodrigues)."""
-    axis = torch.nn.functional.normalize(target - eye, dim=-1)
-    down = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype)
-    angle = math.radians(camera["roll_degrees"])
-    return down * math.cos(angle) + torch.cross(axis, down, dim=-1) * math.sin(angle) + axis * (axis @ down) * (1 - math.cos(angle))
+    """World +y (the floor's normal, downwards) rolled by ``camera["roll_degrees"]`` about the view direction."""
+    rotation = _axis_angle((target - eye).numpy(), math.radians(camera["roll_degrees"]))
+    return torch.tensor(rotation @ np.array([0.0, 1.0, 0.0]), dtype=eye.dtype)
 
 
 def _camera_at(camera: dict, t: float) -> tuple[np.ndarray, np.ndarray]:
