@@ -81,8 +81,32 @@ class Terminated(BaseException):
     for Ctrl+C (a BaseException, like KeyboardInterrupt, so ``except Exception`` handlers do not swallow it)."""
 
 
+_stop_signal: int | None = None  # the SIGTERM / SIGINT run_script's handlers received, until the script ends
+
+
 def _raise_terminated(signum, frame):
+    global _stop_signal
+    _stop_signal = signum
     raise Terminated()
+
+
+def _raise_interrupted(signum, frame):
+    global _stop_signal
+    _stop_signal = signum
+    raise KeyboardInterrupt()
+
+
+def raise_if_stopped() -> None:
+    """Raise again a SIGTERM or Ctrl+C whose exception was lost; long loops call this once per step.
+
+    A signal's exception raised while Python runs a finaliser (a ``__del__``, a weakref callback: tqdm, tempfile and
+    torch have them) is printed as "Exception ignored in ..." and dropped, and the program runs on: a training run
+    told to stop would train to its last step. The handlers record the signal, so the next step stops it.
+    """
+    if _stop_signal == signal.SIGTERM:
+        raise Terminated()
+    if _stop_signal == signal.SIGINT:
+        raise KeyboardInterrupt()
 
 
 def config_error_line(error: BaseException) -> str:
@@ -170,8 +194,12 @@ def run_script(main: Callable[[], int | None]) -> None:
         from hydra.errors import HydraException
     except ImportError:  # pragma: no cover - hydra is a dependency
         HydraException = OmegaConfBaseException
+    global _stop_signal
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    _stop_signal = None
     signal.signal(signal.SIGTERM, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT (nohup, a background job) stays ignored
+        signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         code = main()
     except KeyboardInterrupt:
@@ -186,4 +214,6 @@ def run_script(main: Callable[[], int | None]) -> None:
     except ValueError as error:  # bad input that reached past the script's own handler
         say(f"error: {error_line(error)}")
         code = BAD_INPUT
+    finally:
+        _stop_signal = None  # a script run in-process (tests) leaves no stop behind for the next one
     sys.exit(code or 0)

@@ -30,7 +30,7 @@ from one4d.data.cutter import (PARTIAL_PREFIX, PARTIAL_SUFFIX, CutSettings, Segm
                                segment_frames, write_cut_clip)
 from one4d.data.selfcheck import ERROR_THRESHOLD, OUTLIER_THRESHOLD
 from one4d.data.sources import FrameReadError, SequenceInfo, get_source, source_names
-from one4d.runtime import available_cpus
+from one4d.runtime import available_cpus, raise_if_stopped
 
 INDEX_NAME, REPORT_NAME = "index.jsonl", "report.md"
 
@@ -241,6 +241,7 @@ def _run_pending(pending: list[Segment], settings: RunSettings) -> list[dict]:
         if workers == 1:
             _start_worker(*arguments)
             for segment in pending:
+                raise_if_stopped()
                 record(_convert(segment))
         else:
             # spawn: torch and fork do not mix. An executor rather than multiprocessing.Pool: a worker killed (out of

@@ -28,6 +28,7 @@ from one4d.conditioning import UNOBSERVED_FILL, observed_mask
 from one4d.encoding import Encoders, clean_prompt, condition_latents, decode_latents, encode_prompt, first_observed_image_embeds
 from one4d.geometry import denormalize_pointmaps, invert_pose, relative_to_first, transform_points
 from one4d.models.presets import TEXT_TOKENS
+from one4d.runtime import raise_if_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +279,7 @@ class One4DPipeline:
         condition = condition.expand(copies, -1, -1, -1, -1)
         with self._on_device(self.transformer):
             for t in tqdm(timesteps, desc="denoising", disable=not progress):
+                raise_if_stopped()
                 model_latents = latents.expand(copies, -1, -1, -1, -1)
                 rgb_input = torch.cat([model_latents[:, :rgb_channels], condition], dim=1).to(dtype)  # (copies, 36, f, h, w)
                 xyz_input = model_latents[:, rgb_channels:].to(dtype)  # (copies, 16, f, h, w)

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from one4d.conditioning import TASKS, observed_frames, observed_mask, spread_frames
 from one4d.encoding import Encoders, encode_prompt, encode_video
+from one4d.runtime import raise_if_stopped
 
 from one4d.conditioning import UNOBSERVED_FILL
 from one4d.encoding import condition_latents, first_observed_image_embeds
@@ -81,6 +82,7 @@ def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, spars
 
         indices = tqdm(indices, desc="cache", dynamic_ncols=True)
     for index in indices:
+        raise_if_stopped()
         sample = dataset[index]
         rgb, xyz = sample["rgb"][None], sample["xyz"][None]  # (1, 3, F, H, W)
         entry = {

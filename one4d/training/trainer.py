@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from one4d.encoding import Encoders, load_encoders, vae_fingerprint
 from one4d.models.state import load_trainable_state, save_trainable_state
+from one4d.runtime import raise_if_stopped
 
 from . import checkpointing
 from .adapter import JointFlowAdapter
@@ -248,6 +249,7 @@ class Trainer:
         samples_per_step = self.batch_size * self.world_size * int(cfg.grad_accum)
         history = []
         while self.step < int(cfg.steps):
+            raise_if_stopped()  # a SIGTERM whose exception a finaliser swallowed still stops the run (one4d.runtime)
             started = time.perf_counter()
             losses = self.train_step(batches)
             seconds = time.perf_counter() - started
