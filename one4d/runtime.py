@@ -199,8 +199,9 @@ def run_script(main: Callable[[], int | None]) -> None:
     global _stop_signal
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     _stop_signal = None
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _raise_terminated)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored SIGINT (nohup, a background job) stays ignored
+    if previous[signal.SIGINT] is signal.default_int_handler:  # an ignored SIGINT (nohup, a background job) stays ignored
         signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         code = main()
@@ -216,6 +217,9 @@ def run_script(main: Callable[[], int | None]) -> None:
     except ValueError as error:  # bad input that reached past the script's own handler
         say(f"error: {error_line(error)}")
         code = BAD_INPUT
-    finally:
-        _stop_signal = None  # a script run in-process (tests) leaves no stop behind for the next one
+    finally:  # a script run in-process (tests) leaves neither its handlers nor a recorded stop behind
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be set back
+                signal.signal(signum, handler)
+        _stop_signal = None
     sys.exit(code or 0)

@@ -55,3 +55,40 @@ def test_sigterm_lost_in_a_finaliser_still_stops_training(tmp_path, monkeypatch)
         run_script(main)
     assert [kind.__name__ for kind in lost] == ["Terminated"]  # the handler's exception was dropped by Python
     assert stopped.value.code == TERMINATED and trainer.step == 2  # and the next step stopped the run anyway
+
+
+def _lose_a_sigterm_then(job):
+    """A script's main that loses a SIGTERM in a finaliser, then runs ``job`` (which must stop at its first step)."""
+    def main():
+        SignalsInFinaliser(signal.SIGTERM)
+        job()
+        raise AssertionError("the job ran to its end after a SIGTERM")
+    return main
+
+
+def test_sampler_and_dataset_writer_stop_at_their_next_step(tmp_path, monkeypatch):
+    from one4d import demo
+    from one4d.data.synthetic import write_synthetic_dataset
+
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)
+    settings = demo.DemoSettings(steps=4, postopt_iterations=2)
+    pipe = demo.load_demo_pipeline(demo.CHECKPOINT, settings)
+    jobs = {"sampler": lambda: demo.run_task(pipe, "single", demo.DEMO_SEEDS[0], settings, None),
+            "dataset writer": lambda: write_synthetic_dataset(tmp_path / "clips", num_clips=3, num_frames=5, height=32, width=32)}
+    for name, job in jobs.items():
+        with pytest.raises(SystemExit) as stopped:
+            run_script(_lose_a_sigterm_then(job))
+        assert stopped.value.code == TERMINATED, name
+    assert not (tmp_path / "clips").exists() or not any((tmp_path / "clips").iterdir())
+
+
+def test_run_script_leaves_no_handler_or_recorded_stop_behind(monkeypatch):
+    from one4d.runtime import raise_if_stopped
+
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    with pytest.raises(SystemExit) as finished:
+        run_script(lambda: SignalsInFinaliser(signal.SIGTERM) and None)  # lost, and nothing after it checks
+    assert finished.value.code == 0
+    raise_if_stopped()  # the next job, outside any script, is not stopped by the last script's signal
+    assert {signum: signal.getsignal(signum) for signum in before} == before

@@ -251,6 +251,7 @@ def _run_pending(pending: list[Segment], settings: RunSettings) -> list[dict]:
                 futures = [executor.submit(_convert, segment) for segment in pending]
                 try:
                     for future in as_completed(futures):
+                        raise_if_stopped()
                         record(future.result())
                 except BaseException:
                     executor.shutdown(wait=False, cancel_futures=True)

@@ -32,6 +32,7 @@ import torch
 
 from one4d.data.clip import write_clip
 from one4d.geometry import default_intrinsics, invert_pose, look_at, pixel_grid, relative_to_first
+from one4d.runtime import raise_if_stopped
 
 SUPERSAMPLE = 3  # colour rays per pixel along each axis: anti-aliased RGB at the tiny model's 48 x 64
 CHUNK_RAYS = 1 << 20  # rays per ray-casting pass: bounds memory at large sizes
@@ -539,6 +540,7 @@ def write_synthetic_dataset(
         raise ValueError(f"num_clips must be at least 1, got {num_clips}")
     folders = []
     for index in range(num_clips):
+        raise_if_stopped()
         scene = render_scene(seed + index, num_frames, height, width)
         meta = {"fps": scene.fps, "source": "synthetic", "caption": scene.caption, "seed": seed + index}
         folder = Path(root) / f"synthetic_{seed + index:05d}"

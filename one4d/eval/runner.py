@@ -17,6 +17,7 @@ import numpy as np
 from one4d.conditioning import observed_frames
 from one4d.eval.datasets import EvalSequence, SequenceSource
 from one4d.eval.metrics import average_depth, average_pose, depth_metrics, pose_metrics
+from one4d.runtime import raise_if_stopped
 
 
 @dataclass
@@ -74,6 +75,7 @@ def evaluate_each(
     """
     per_sequence, skipped = {}, {}
     for source in benchmark_sequences:
+        raise_if_stopped()
         try:
             sequence = source.load()
             observed = (np.arange(sequence.num_frames) if sparsity is None
