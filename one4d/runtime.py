@@ -6,8 +6,9 @@ one line on stderr, ``error: ...``, and exit code 2 (a ValueError or a Hydra/Ome
 key, a missing ``???`` value, an unknown config group option); Ctrl+C (SIGINT) and a scheduler's or ``timeout``'s
 SIGTERM unwind the program like an exception, so the code that created a partial output removes it on the way
 out, and end with one line and exit code 130 / 143 (128 + the signal's number, the shell's convention). The
-signal is also recorded, and the long loops (training and sampler steps, caching, conversion, evaluation, synthetic data) call
-:func:`raise_if_stopped`, so a signal whose exception Python dropped inside a finaliser still stops the job.
+signal is also recorded, and the long loops (training and sampler steps, caching, conversion, evaluation,
+synthetic data) call :func:`raise_if_stopped`, so a signal whose exception Python dropped inside a finaliser still
+stops the job.
 Anything else is a bug and keeps its traceback.
 
 **CPU threads.** torch's default (one thread per core) made ``scripts/sample.py`` take 46 s one run and
