@@ -84,19 +84,14 @@ class Terminated(BaseException):
     for Ctrl+C (a BaseException, like KeyboardInterrupt, so ``except Exception`` handlers do not swallow it)."""
 
 
-_stop_signal: int | None = None  # the SIGTERM / SIGINT run_script's handlers received, until the script ends
+STOP_EXCEPTIONS = {signal.SIGTERM: Terminated, signal.SIGINT: KeyboardInterrupt}  # what run_script's handlers raise
+_stop_signal: int | None = None  # the signal run_script's handler received, until the script ends
 
 
-def _raise_terminated(signum, frame):
+def _record_and_raise(signum, frame):
     global _stop_signal
     _stop_signal = signum
-    raise Terminated()
-
-
-def _raise_interrupted(signum, frame):
-    global _stop_signal
-    _stop_signal = signum
-    raise KeyboardInterrupt()
+    raise STOP_EXCEPTIONS[signum]()
 
 
 def raise_if_stopped() -> None:
@@ -104,12 +99,10 @@ def raise_if_stopped() -> None:
 
     A signal's exception raised while Python runs a finaliser (a ``__del__``, a weakref callback: tqdm, tempfile and
     torch have them) is printed as "Exception ignored in ..." and dropped, and the program runs on: a training run
-    told to stop would train to its last step. The handlers record the signal, so the next step stops it.
+    told to stop would train to its last step. The handler records the signal, so the next step stops it.
     """
-    if _stop_signal == signal.SIGTERM:
-        raise Terminated()
-    if _stop_signal == signal.SIGINT:
-        raise KeyboardInterrupt()
+    if _stop_signal is not None:
+        raise STOP_EXCEPTIONS[_stop_signal]()
 
 
 def config_error_line(error: BaseException) -> str:
@@ -200,10 +193,10 @@ def run_script(main: Callable[[], int | None]) -> None:
     global _stop_signal
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     _stop_signal = None
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_EXCEPTIONS}
+    signal.signal(signal.SIGTERM, _record_and_raise)
     if previous[signal.SIGINT] is signal.default_int_handler:  # an ignored SIGINT (nohup, a background job) stays ignored
-        signal.signal(signal.SIGINT, _raise_interrupted)
+        signal.signal(signal.SIGINT, _record_and_raise)
     try:
         code = main()
     except KeyboardInterrupt:
