@@ -75,3 +75,19 @@ def test_ablation_trains_and_scores_all_three_architectures(micro_run, tmp_path)
         assert torch.isfinite(torch.tensor(row["abs_rel"])) or row["failed_scenes"] == 1
     report = write_report(results, tmp_path / "ABLATION.md", "make ablation").read_text()
     assert all(f"| {name} |" in report for name in ARCHITECTURES) and "RGB degradation" in report
+
+
+def test_build_uses_every_cpu_unless_told_and_refuses_a_bad_thread_count(tmp_path, capsys):
+    from one4d.runtime import available_cpus
+    from one4d.training.tiny_model import main
+
+    previous = torch.get_num_threads()
+    paths = ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--stages", ""]
+    try:
+        torch.set_num_threads(1)
+        assert main(paths) == 0 and torch.get_num_threads() == available_cpus()
+        assert main([*paths, "--threads", "1"]) == 0 and torch.get_num_threads() == 1
+        assert main([*paths, "--threads", "0"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == ["error: threads must be a positive whole number, got 0"]
+    finally:
+        torch.set_num_threads(previous)
