@@ -2,12 +2,14 @@
 
 One step = forward of both branches, backward, AdamW, at the shipped model's training shapes (batch 8, 3 x 12 x 16
 latents, 512 text + 257 image context tokens), random weights. Ratios to the shipped size are what to read; one
-CPU thread.
+CPU thread unless ``--threads`` says otherwise (``make tiny-model`` uses every CPU: compare a run with ``--threads 2``).
 
-    .venv/bin/python benchmarks/bench_demo_size.py
+    .venv/bin/python benchmarks/bench_demo_size.py [--threads 2]
 """
 
 from __future__ import annotations
+
+import argparse
 
 import torch
 from timing import best_of
@@ -44,7 +46,9 @@ def step_seconds(base_overrides: dict, rank: int, batch: int = 8) -> tuple[float
 
 
 def main() -> None:
-    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    torch.set_num_threads(parser.parse_args().threads)
     reference = None
     print("| variant | step (s) | vs shipped | parameters | trainable |\n|---|---|---|---|---|")
     for name, (overrides, rank) in VARIANTS.items():
