@@ -167,6 +167,11 @@ def _soft_step(x: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * torch.tanh(3.0 * torch.sin(math.tau * x))
 
 
+def _soft_checker(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """A 2D checkerboard in [0, 1] with cells of period 1 in u and v and soft edges."""
+    return _soft_step(u) * _soft_step(v) + (1 - _soft_step(u)) * (1 - _soft_step(v))
+
+
 def _material(name: str, a: torch.Tensor, b: torch.Tensor, tint: torch.Tensor, seed: int) -> torch.Tensor:
     """Albedo (N, 3) of a named material at surface coordinates (a, b) in metres.
 
@@ -182,8 +187,7 @@ def _material(name: str, a: torch.Tensor, b: torch.Tensor, tint: torch.Tensor, s
         value = tone * (0.9 + 0.2 * noise) * (1 - 0.2 * _soft_line(b, 0.4, 0.15))
     elif name in ("tiled", "checkered"):
         size = 0.5 if name == "tiled" else 0.7
-        checker = _soft_step(a / (2 * size)) * _soft_step(b / (2 * size))
-        checker = checker + (1 - _soft_step(a / (2 * size))) * (1 - _soft_step(b / (2 * size)))
+        checker = _soft_checker(a / (2 * size), b / (2 * size))
         if name == "tiled":
             checker = 0.5 * checker
         tone = 0.95 - 0.3 * checker
@@ -215,7 +219,7 @@ def _object_albedo(kind: str, local: torch.Tensor, tint: torch.Tensor, seed: int
         direction = local / local.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         a = torch.atan2(direction[:, 2], direction[:, 0]) * 2 / math.pi
         b = torch.asin(direction[:, 1].clamp(-1, 1)) * 3 / math.pi
-        checker = _soft_step(a / 2) * _soft_step(b / 2) + (1 - _soft_step(a / 2)) * (1 - _soft_step(b / 2))
+        checker = _soft_checker(a / 2, b / 2)
     else:
         cells = [_soft_step(local[:, axis] / 0.4) for axis in range(3)]
         checker = cells[0] * cells[1] * cells[2] + (1 - cells[0]) * (1 - cells[1]) * cells[2]
