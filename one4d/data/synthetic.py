@@ -169,7 +169,8 @@ def _soft_step(x: torch.Tensor) -> torch.Tensor:
 
 def _soft_checker(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """A 2D checkerboard in [0, 1] with cells of period 1 in u and v and soft edges."""
-    return _soft_step(u) * _soft_step(v) + (1 - _soft_step(u)) * (1 - _soft_step(v))
+    step_u, step_v = _soft_step(u), _soft_step(v)
+    return step_u * step_v + (1 - step_u) * (1 - step_v)
 
 
 def _material(name: str, a: torch.Tensor, b: torch.Tensor, tint: torch.Tensor, seed: int) -> torch.Tensor:
