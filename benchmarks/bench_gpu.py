@@ -317,7 +317,7 @@ def run_case(case: Case, w: Workload, device: str, args, allowance_s: float, pea
         def step():
             optimizer.zero_grad(set_to_none=True)
             rgb, xyz = model(**batch)  # (1, 16, f, h, w) each
-            loss, _ = FlowMatchingObjective().loss({"rgb": rgb, "xyz": xyz}, targets, {"rgb": 1.0, "xyz": 1.0})
+            loss, _ = FlowMatchingObjective.loss({"rgb": rgb, "xyz": xyz}, targets, {"rgb": 1.0, "xyz": 1.0})
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())

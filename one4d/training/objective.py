@@ -28,12 +28,6 @@ class FlowMatchingObjective:
         ``noise_scheduler.timesteps[int(u * 1000)]`` of a FlowMatchEulerDiscreteScheduler built from
         config/wan2.1/wan_civitai.yaml (``shift: 5.0``), i.e. uniform over the shift-5 grid (here: continuous).
     weights: loss weight per modality, e.g. {"rgb": 1.0, "xyz": 1.0}.
-    frame_weights: per modality, one weight per LATENT frame, e.g. {"xyz": [9, 4, 1]}: that modality's MSE becomes
-        the weighted mean of its per-latent-frame MSEs. Not named (the default, ``train.loss_frame_weights: null``):
-        the plain mean over all latent frames, as Wan and VideoX-Fun train. Why it exists: the tiny VAE's later
-        latent frames carry far more scene variance than the first (XYZ: 0.13 / 0.28 / 1.11 over 3 latent frames),
-        so a plain mean spends most of the gradient on the last one, while depth is about 10x more sensitive to
-        an error of the same size in the first (benchmarks/RESULTS_tiny_model.md section 11).
     """
 
     scheme: str = "uniform"
@@ -43,7 +37,6 @@ class FlowMatchingObjective:
     sigma_min: float = 0.0
     sigma_max: float = 1.0
     weights: dict | None = None
-    frame_weights: dict | None = None
 
     def __post_init__(self):
         if self.scheme not in SIGMA_SCHEMES:
@@ -55,10 +48,6 @@ class FlowMatchingObjective:
         self.weights = dict(self.weights or {"rgb": 1.0, "xyz": 1.0})
         if any(weight < 0 for weight in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ValueError(f"loss weights must be non-negative with a positive sum, got {self.weights}")
-        self.frame_weights = {key: [float(w) for w in values] for key, values in (self.frame_weights or {}).items()}
-        for key, values in self.frame_weights.items():
-            if not values or any(w < 0 for w in values) or sum(values) <= 0:
-                raise ValueError(f"frame weights of {key!r} must be non-negative with a positive sum, got {values}")
 
     def sample_sigmas(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """(B,) noise levels in [sigma_min, sigma_max], one per sample."""
@@ -86,23 +75,12 @@ class FlowMatchingObjective:
         """Wan's timestep input: 1000 sigma."""
         return sigma * NUM_TRAIN_TIMESTEPS
 
-    def loss(self, predictions: dict, targets: dict, weights: dict) -> tuple[torch.Tensor, dict]:
-        """sum_k w_k MSE_k in float32 (MSE_k frame-weighted where ``frame_weights`` names k), and the plain
-        per-modality MSEs (detached) for logging."""
+    @staticmethod
+    def loss(predictions: dict, targets: dict, weights: dict) -> tuple[torch.Tensor, dict]:
+        """sum_k w_k MSE_k in float32, and the unweighted per-modality MSEs (detached) for logging."""
         total, parts = 0.0, {}
         for key, prediction in predictions.items():
-            squared = (prediction.float() - targets[key].float()) ** 2  # (B, C, f, h, w)
-            parts[key] = squared.mean().detach()
-            total = total + weights[key] * self.frame_weighted_mean(key, squared)
+            mse = torch.mean((prediction.float() - targets[key].float()) ** 2)
+            parts[key] = mse.detach()
+            total = total + weights[key] * mse
         return total, parts
-
-    def frame_weighted_mean(self, key: str, squared: torch.Tensor) -> torch.Tensor:
-        """Mean of (B, C, f, h, w) errors over everything, each latent frame weighted by ``frame_weights[key]``."""
-        if key not in self.frame_weights:
-            return squared.mean()
-        frame_weights = torch.tensor(self.frame_weights[key], device=squared.device)
-        if len(frame_weights) != squared.shape[2]:
-            raise ValueError(f"train.loss_frame_weights.{key} has {len(frame_weights)} weights but the latents have "
-                             f"{squared.shape[2]} frames")
-        per_frame = squared.mean(dim=(0, 1, 3, 4))  # (f,)
-        return (per_frame * frame_weights).sum() / frame_weights.sum()
