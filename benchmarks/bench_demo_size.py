@@ -9,12 +9,11 @@ CPU thread unless ``--threads`` says otherwise (``make tiny-model`` uses every C
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from timing import best_of
 
 from one4d.models.factory import build_model
+from one4d.runtime import ArgumentParser, configure_cpu_threads, run_script
 
 VARIANTS = {  # name: (base_overrides, LoRA rank); the shipped model is demo at rank 32
     "shipped (demo, rank 32)": ({}, 32),
@@ -46,9 +45,9 @@ def step_seconds(base_overrides: dict, rank: int, batch: int = 8) -> tuple[float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    torch.set_num_threads(parser.parse_args().threads)
+    configure_cpu_threads(parser.parse_args().threads)  # the project's thread rule: a bad count is one line
     reference = None
     print("| variant | step (s) | vs shipped | parameters | trainable |\n|---|---|---|---|---|")
     for name, (overrides, rank) in VARIANTS.items():
@@ -58,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)  # one4d.runtime: bad input is one line and exit 2
