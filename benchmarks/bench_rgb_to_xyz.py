@@ -9,8 +9,9 @@ what tells them apart (``scene_part``, against ``true_spread`` for the no-input 
 Latent MSE is not what the demo scores, so the regressor's estimates are then decoded and post-optimised exactly as
 the demo's VAE ceiling is (``bench_tiny_vae.depth_abs_rel``: 15 iterations, per-sequence scale & shift, Abs Rel),
 on the held-out scenes and on the first training scenes, next to the demo's no-input prior scored the same way and
-frame 0's decoded z alone (no post-optimisation). A regressor that does not beat the prior there tells how far the
-XYZ branch, which learns the same mapping more slowly, is from the demo's depth criteria.
+frame 0's decoded z alone (no post-optimisation), and the cameras that post-optimisation recovers (ATE, the demo's
+``score_geometry``) next to the no-input mean path's. A regressor that does not beat the prior there tells how far
+the XYZ branch, which learns the same mapping more slowly, is from the demo's depth and camera criteria.
 
     .venv/bin/python benchmarks/bench_rgb_to_xyz.py --cache outputs/tiny_model/cache --clips 192
     .venv/bin/python benchmarks/bench_rgb_to_xyz.py --cache outputs/tiny_model/cache --clips 384
@@ -61,6 +62,7 @@ def depth_scores(net: nn.Module, vae, settings: dict, seeds) -> dict:
     from one4d.demo_controls import training_prior
     from one4d.encoding import decode_latents, encode_video
     from one4d.geometry import denormalize_pointmaps
+    from one4d.postopt import recover_cameras
     from one4d.postopt.recover import PostoptDiverged
 
     prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
@@ -71,12 +73,16 @@ def depth_scores(net: nn.Module, vae, settings: dict, seeds) -> dict:
         points = denormalize_pointmaps(decoded.permute(1, 2, 3, 0), centre, scale)  # (F, H, W, 3) in frame 0's camera
         prior_fit = score_geometry(prior.depth, prior.camera_to_world, scene, list(range(settings["num_frames"])))
         try:
-            rows.append((depth_abs_rel(points, scene, 15), frame0_z_abs_rel(points, scene), prior_fit["abs_rel"]))
+            cameras = recover_cameras(points.double(), iterations=15).camera_to_world  # (F, 4, 4)
+            ate = score_geometry(prior.depth, cameras, scene, [0])["ate"]  # the cameras' score; the depth is unused
+            rows.append((depth_abs_rel(points, scene, 15), frame0_z_abs_rel(points, scene), prior_fit["abs_rel"],
+                         ate, prior_fit["ate"]))
         except PostoptDiverged:  # no camera's view (an early regressor): counted, as the demo counts its failures
             diverged += 1
-    means = [sum(column) / len(rows) for column in zip(*rows)] if rows else [float("nan")] * 3
+    means = [sum(column) / len(rows) for column in zip(*rows)] if rows else [float("nan")] * 5
     return {"regressor_abs_rel": round(means[0], 4), "regressor_frame0_z_abs_rel": round(means[1], 4),
-            "prior_abs_rel": round(means[2], 4), "diverged": diverged}
+            "prior_abs_rel": round(means[2], 4), "regressor_ate": round(means[3], 4), "mean_path_ate": round(means[4], 4),
+            "diverged": diverged}
 
 
 def main() -> None:
