@@ -1,5 +1,5 @@
-"""benchmarks/bench_rgb_to_xyz.py scores a regressor's depth the demo's way: one that returns each scene's TRUE
-XYZ latents scores the shipped VAE's ceiling, far below the no-input prior; one that returns the same latent for
+"""benchmarks/bench_rgb_to_xyz.py scores a regressor's depth and cameras the demo's way: one that returns each scene's
+TRUE XYZ latents scores the shipped VAE's ceiling, far below the no-input prior; one that returns the same latent for
 every scene does not; a scene whose post-optimisation diverges is counted, not fatal."""
 
 import sys
@@ -53,6 +53,8 @@ def test_depth_scores_follow_what_the_regressor_returns(bench):
     assert truth["regressor_abs_rel"] < 0.03 and truth["regressor_frame0_z_abs_rel"] < 0.03  # the VAE's ceiling
     assert truth["regressor_abs_rel"] < 0.5 * truth["prior_abs_rel"]
     assert swapped["regressor_abs_rel"] > 2 * truth["regressor_abs_rel"]  # another scene's geometry scores worse
+    assert truth["mean_path_ate"] == swapped["mean_path_ate"] > 0  # the mean path does not depend on the regressor
+    assert truth["regressor_ate"] < 0.05 and swapped["regressor_ate"] > 2 * truth["regressor_ate"]  # the cameras too
 
 
 class Negate(torch.nn.Module):
