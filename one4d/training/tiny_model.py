@@ -228,7 +228,7 @@ def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings:
     work.mkdir(parents=True, exist_ok=True)
     log_path = out / LOG_NAME
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-    log.update(settings=settings, machine=f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
+    log.update(settings=settings, machine=f"{platform.machine()} CPU, torch {torch.__version__}")
     log.setdefault("stages", {})
     for stage in STAGES:
         if stage not in stages:
@@ -237,6 +237,7 @@ def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings:
         started = time.perf_counter()
         record = STAGE_FUNCTIONS[stage](settings, out, work, list(overrides))
         record["wall_s"] = round(time.perf_counter() - started, 1)
+        record["threads"] = torch.get_num_threads()  # stages of one shipped build may come from runs on different threads
         record["command"] = " ".join(["python scripts/make_tiny_model.py --stages", stage, *overrides])
         if log_path.is_file():  # records written meanwhile by another process (e.g. --stages decoder beside --stages base) are kept
             log["stages"] = json.loads(log_path.read_text()).get("stages", {})
@@ -288,7 +289,7 @@ def write_readme(out: Path, log: dict) -> Path:
         f"Data: {settings['num_clips']} synthetic clips (`one4d.data.synthetic`, seeds {settings['data_seed']} .. "
         f"{settings['data_seed'] + settings['num_clips'] - 1}), {settings['num_frames']} frames at {settings['height']} x {settings['width']}. "
         "The demo scores held-out seeds from 1,000,000.",
-        f"Machine: {log.get('machine', 'unknown')}, shared with other jobs.",
+        f"Machine: {log.get('machine', 'unknown')}, shared with other jobs; torch threads of each stage's run beside its wall time.",
         "",
         "| stage | command | wall time | result |",
         "|---|---|---|---|",
@@ -302,8 +303,9 @@ def write_readme(out: Path, log: dict) -> Path:
             result = (f"{steps} steps, final loss {record['final_loss']:.4f}; held-out L1 of whole clips (in [-1, 1]) "
                       f"RGB {errors['rgb']:.3f}, XYZ {errors['xyz']:.3f}")
         else:
-            result = ", ".join(f"{key}: {value}" for key, value in record.items() if key not in ("wall_s", "command"))
-        lines.append(f"| {name} | `{record['command']}` | {record['wall_s']:.0f} s | {result} |")
+            result = ", ".join(f"{key}: {value}" for key, value in record.items() if key not in ("wall_s", "command", "threads"))
+        threads = f" ({record['threads']} thread{'s' if record['threads'] > 1 else ''})" if "threads" in record else ""
+        lines.append(f"| {name} | `{record['command']}` | {record['wall_s']:.0f} s{threads} | {result} |")
     lines += [""] + [f"Note: {note}" for note in log.get("notes", [])]
     lines += [
         "",
