@@ -79,7 +79,7 @@ def test_the_checkpoint_folder_is_the_whole_command(layout, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["num_frames"], summary["height"], summary["width"]) == (9, 48, 64)  # its training size
     settings = summary["settings"]
-    assert settings["model"]["preset"] == "demo" and settings["cfg"] == 1.0 and settings["shift"] == 5.0  # sample.yaml: 6.0, 3.0
+    assert settings["model"]["preset"] == "demo" and settings["cfg"] == 1.0 and settings["shift"] == DemoSettings().flow_shift == 30.0  # sample.yaml: 6.0, 3.0
     assert settings["negative_prompt"] == "" and settings["steps"] == 2  # the command line's steps win
     printed = capsys.readouterr().out
     assert "from its sampling.json" in printed and "view it in 4D:" in printed
@@ -91,7 +91,7 @@ def test_command_line_values_win_over_the_checkpoint():
     cli.apply_checkpoint_settings(cfg, cli.given_keys(given))
     assert cfg.cfg == 4 and cfg.shift == 1 and cfg.model.preset == "tiny"  # given: kept
     assert cfg.height is None and cfg.width is None  # a size was asked for (max_area): the training size is not imposed
-    assert cfg.steps == 25 and cfg.negative_prompt == ""  # not given: the checkpoint's
+    assert cfg.steps == DemoSettings().steps == 4 and cfg.negative_prompt == ""  # not given: the checkpoint's
     assert cli.given_keys(["+model.base_overrides.num_layers=2", "~fps", "task=full"]) == ["model.base_overrides.num_layers", "fps", "task"]
 
 
