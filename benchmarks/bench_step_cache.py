@@ -1,6 +1,6 @@
 """Step caching (issue 16 item 5): speed-up against the change in the output, on the shipped tiny One4D at the
-demo's setting (``one4d.demo.DemoSettings``: 9 frames at 48x64, 25 UniPC steps, CFG 2, the held-out seeds, the
-three tasks), on the CPU.
+demo's setting (``one4d.demo.DemoSettings``: the checkpoint's clip size, UniPC steps, CFG and shift, the held-out
+seeds, the three tasks), on the CPU.
 
 For each (task, seed) every threshold is run back to back (so machine noise hits them alike); 0 is the
 uncached sampler. Reported per threshold: the share of guidance-pass steps whose blocks were skipped, the
