@@ -46,10 +46,11 @@ class DemoSettings:
     num_frames: int = 9
     height: int = 48
     width: int = 64
-    # Chosen for the shipped model on validation scenes (seeds 1,000,100-1,000,109, not the demo's;
-    # benchmarks/RESULTS_tiny_model.md section 13): its training's sigma shift 30 and 4 UniPC steps gave full-video
-    # depth Abs Rel 0.094 and ATE 0.066, against 0.109 / 0.139 at the earlier 25 steps and shift 5 (a few steps
-    # stay near the conditional mean, section 8). CFG 1: one pass per step; its text and image encoders are random.
+    # Chosen on validation scenes (seeds 1,000,100-1,000,109, not the demo's; benchmarks/RESULTS_tiny_model.md
+    # section 13): for the model trained at sigma shift 30, 4 UniPC steps at shift 30 gave full-video depth Abs Rel
+    # 0.094 and ATE 0.066 against 0.109 / 0.139 at the earlier 25 steps and shift 5 (a few steps stay near the
+    # conditional mean, section 8); for the shipped shift-100 model, shift 30 or 100 and 4 or 10 steps are within
+    # 0.002 in depth. CFG 1: one pass per step; its text and image encoders are random.
     steps: int = 4
     guidance_scale: float = 1.0
     flow_shift: float = 30.0
