@@ -120,7 +120,7 @@ def test_training_stopped_by_sigterm_leaves_only_complete_checkpoints(tmp_path):
 
 
 def test_steps_the_scheduler_cannot_step_through_are_one_line(tmp_path):
-    """400 UniPC steps at flow shift 5 (the shipped checkpoint's) repeat integer timesteps, and diffusers' UniPC then
+    """400 UniPC steps at flow shift 30 (the shipped checkpoint's) repeat integer timesteps, and diffusers' UniPC then
     failed an internal assert mid-sampling with a traceback; the pipeline refuses them before the first step."""
     image = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)).save(image)

@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     try:
         # Both cores of the 2-core reference CPU: a One4D training step takes 0.43 s on two threads against 0.65 s on
-        # one (benchmarks/RESULTS_tiny_model.md section 10); the shipped One4D stage was trained on two, the rest on one.
+        # one (benchmarks/RESULTS_tiny_model.md section 10); the shipped files were built on one thread (a two-thread rerun
+        # of the One4D stage gives the same demo table, section 13).
         configure_cpu_threads(args.threads if args.threads is not None else available_cpus())
         make_tiny_model([s for s in args.stages.split(",") if s], Path(args.out), Path(args.work), overrides=args.overrides)
     except ValueError as error:
