@@ -7,7 +7,7 @@ scores it on the demo's held-out scenes with ``bench_condition_use``'s split: wh
 what tells them apart (``scene_part``, against ``true_spread`` for the no-input mean latent). One CPU thread.
 
 Latent MSE is not what the demo scores, so the regressor's estimates are then decoded and post-optimised exactly as
-the demo's VAE ceiling is (one post-optimisation per scene: 15 iterations, per-sequence scale & shift, Abs Rel),
+the demo's VAE ceiling is (``bench_tiny_vae.postopt_scores``, one post-optimisation per scene: 15 iterations, per-sequence scale & shift, Abs Rel),
 on the held-out scenes and on the first training scenes, next to the demo's no-input prior scored the same way and
 frame 0's decoded z alone (no post-optimisation), and the cameras that post-optimisation recovers (ATE, the demo's
 ``score_geometry``) next to the no-input mean path's. A regressor that does not beat the prior there tells how far
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from bench_condition_use import held_out_inputs, mse, shared_and_scene_errors
-from bench_tiny_vae import HELD_OUT_SEED, frame0_z_abs_rel, held_out_scene
+from bench_tiny_vae import HELD_OUT_SEED, frame0_z_abs_rel, held_out_scene, postopt_scores
 
 TRAIN_SCENES = 10  # training scenes (seeds 0 ..) scored beside the held-out ones: over-fitting shows as a gap
 
@@ -62,7 +62,6 @@ def depth_scores(net: nn.Module, vae, settings: dict, seeds) -> dict:
     from one4d.demo_controls import training_prior
     from one4d.encoding import decode_latents, encode_video
     from one4d.geometry import denormalize_pointmaps
-    from one4d.postopt import recover_cameras
     from one4d.postopt.recover import PostoptDiverged
 
     prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
@@ -74,8 +73,7 @@ def depth_scores(net: nn.Module, vae, settings: dict, seeds) -> dict:
         points = denormalize_pointmaps(decoded.permute(1, 2, 3, 0), centre, scale)  # (F, H, W, 3) in frame 0's camera
         prior_fit = score_geometry(prior.depth, prior.camera_to_world, scene, all_frames)
         try:
-            recovered = recover_cameras(points.double(), iterations=15)  # once: depth and cameras, as the VAE ceiling's
-            fit = score_geometry(recovered.depth.float().reshape(scene.depth.shape), recovered.camera_to_world, scene, all_frames)
+            fit = postopt_scores(points, scene, 15)  # one post-optimisation: depth and cameras, as the VAE ceiling's
             rows.append((fit["abs_rel"], frame0_z_abs_rel(points, scene), prior_fit["abs_rel"], fit["ate"], prior_fit["ate"]))
         except PostoptDiverged:  # no camera's view (an early regressor): counted, as the demo counts its failures
             diverged += 1

@@ -51,14 +51,15 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
-def depth_abs_rel(pointmaps: torch.Tensor, scene, iterations: int) -> float:
-    """Post-optimised depth of pointmaps (F, H, W, 3) against the scene's depth: Abs Rel, scale & shift aligned."""
-    from one4d.eval import depth_metrics
+def postopt_scores(pointmaps: torch.Tensor, scene, iterations: int) -> dict:
+    """Pointmaps (F, H, W, 3) post-optimised once, depth and cameras scored against the scene on every frame by the
+    demo's ``score_geometry`` (Abs Rel after a per-sequence scale & shift, ATE after Sim(3) alignment)."""
+    from one4d.demo import score_geometry
     from one4d.postopt import recover_cameras
 
     result = recover_cameras(pointmaps.double(), iterations=iterations)
-    depth = result.depth.float().reshape(scene.depth.shape)
-    return float(depth_metrics(depth, scene.depth, align="scale&shift", protocol="exact")["abs_rel"])
+    depth = result.depth.float().reshape(scene.depth.shape)  # (F, H, W)
+    return score_geometry(depth, result.camera_to_world, scene, list(range(scene.depth.shape[0])))
 
 
 def frame0_z_abs_rel(pointmaps: torch.Tensor, scene) -> float:
@@ -85,8 +86,8 @@ def score_vae(vae, settings: dict, scenes: int, iterations: int = 15) -> dict:
         rows.append({
             "seed": seed, "rgb_psnr": psnr(rgb_out, rgb), "flat_psnr": psnr(flat, rgb),
             "xyz_l1": float((xyz_out - xyz).abs().mean()),
-            "abs_rel": depth_abs_rel(decoded, scene, iterations),
-            "true_pointmaps_abs_rel": depth_abs_rel(truth, scene, iterations),
+            "abs_rel": postopt_scores(decoded, scene, iterations)["abs_rel"],
+            "true_pointmaps_abs_rel": postopt_scores(truth, scene, iterations)["abs_rel"],
             "frame0_z_abs_rel": frame0_z_abs_rel(decoded, scene),
         })
     keys = [key for key in rows[0] if key != "seed"]
