@@ -57,6 +57,29 @@ def test_missing_manifest_and_the_entry_point_exit_code(tmp_path, capsys):
     assert err.startswith("error: shipped checkpoint file") and len(err.splitlines()) == 1
 
 
+def test_more_or_other_held_out_scenes_from_the_command_line(tmp_path, capsys, monkeypatch):
+    """--scenes / --first-seed reach run_demo as the settings' seeds (the checkpoint's sampler kept); a training seed or
+    no scene is one line and exit 2; the defaults leave the demo's own settings alone."""
+    calls = []
+
+    def recorded(out, checkpoint, settings=None, log=print):
+        calls.append(settings)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(demo, "run_demo", recorded)
+    assert main(["--scenes", "20", "--first-seed", "1000010", "--out", str(tmp_path / "a")]) == 2
+    assert calls[-1].seeds == tuple(range(1_000_010, 1_000_030))
+    assert calls[-1].steps == checkpoint_settings(SHIPPED).steps
+    main(["--out", str(tmp_path / "b")])
+    assert calls[-1] is None  # run_demo picks the checkpoint's settings with the demo's seeds
+    capsys.readouterr()
+    for argv, message in ((["--first-seed", "5"], "training scenes"), (["--scenes", "0"], "at least 1")):
+        assert main(argv + ["--out", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert len(calls) == 2  # refused before the model loads
+
+
 def test_static_camera_ate_is_the_spread_around_the_centroid():
     poses = torch.eye(4).repeat(3, 1, 1)
     poses[:, 0, 3] = torch.tensor([0.0, 1.0, 2.0])
