@@ -102,19 +102,17 @@ def score_vae(vae, settings: dict, scenes: int, iterations: int = 15, first_seed
 
 
 def train_candidate(settings: dict, work: Path) -> tuple[object, dict]:
-    """Stage 0 of ``make tiny-model`` (VAE, then the decoder fine-tune) with ``settings``, on ``work``/clips."""
-    from one4d.training.tiny_model import train_tiny_vae, vae_videos
-    from one4d.training.vae import finetune_decoder
+    """Stages ``vae`` and ``decoder`` of ``make tiny-model`` (the same functions) with ``settings``, on ``work``/clips."""
+    from one4d.training.tiny_model import polish_decoder, train_tiny_vae
 
     started = time.perf_counter()
     vae, losses, errors = train_tiny_vae(settings, work)
     vae_seconds = time.perf_counter() - started
     record = {"vae_s": round(vae_seconds, 1), "vae_final_loss": sum(losses[-50:]) / len(losses[-50:]), "vae_held_out_l1": errors}
     if settings["decoder_steps"]:
-        train, _ = vae_videos(work, settings)
-        decoder_losses = finetune_decoder(vae, train, steps=settings["decoder_steps"], lr=settings["decoder_lr"],
-                                          batch_size=settings["decoder_batch"], seed=settings["components_seed"])
+        decoder_losses, _, decoder_errors = polish_decoder(vae, settings, work)
         record["decoder_final_loss"] = sum(decoder_losses[-50:]) / len(decoder_losses[-50:])
+        record["decoder_held_out_l1"] = decoder_errors
     record["train_s"] = round(time.perf_counter() - started, 1)
     return vae, record
 

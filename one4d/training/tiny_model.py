@@ -136,22 +136,29 @@ def stage_vae(settings: dict, out: Path, work: Path, overrides: list[str]) -> di
             "held_out_l1": errors, "note": "text and image encoders keep their seeded random weights"}
 
 
-def stage_decoder(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
-    from diffusers import AutoencoderKLWan
-
+def polish_decoder(vae, settings: dict, work: Path) -> tuple[list[float], dict, dict]:
+    """The decoder alone on whole clips, at stage 0's RGB / XYZ balance and the ``decoder_*`` settings; returns its
+    losses and the held-out L1 (RGB, XYZ) before and after. The one polish: the build's and the VAE benchmark's."""
     from .vae import finetune_decoder, reconstruction_error
 
-    folder = out / "base" / "vae"
-    if not settings["decoder_steps"]:
-        return {"folder": str(folder),
-                "note": "skipped (decoder_steps 0): stage 0 trains on whole-length clips, and this stage made held-out XYZ worse"}
-    vae = AutoencoderKLWan.from_pretrained(folder, local_files_only=True)
     train, held_out = vae_videos(work, settings)
     before = {"rgb": reconstruction_error(vae, held_out[0::2]), "xyz": reconstruction_error(vae, held_out[1::2])}
     weighted = torch.cat([train[0::2], *[train[1::2]] * settings["vae_xyz_repeats"]])  # the balance of stage 0
     losses = finetune_decoder(vae, weighted, steps=settings["decoder_steps"], lr=settings["decoder_lr"], batch_size=settings["decoder_batch"],
                               latent_crop=tuple(settings["decoder_crop"]), seed=settings["components_seed"])
     errors = {"rgb": reconstruction_error(vae, held_out[0::2]), "xyz": reconstruction_error(vae, held_out[1::2])}
+    return losses, before, errors
+
+
+def stage_decoder(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
+    from diffusers import AutoencoderKLWan
+
+    folder = out / "base" / "vae"
+    if not settings["decoder_steps"]:
+        return {"folder": str(folder),
+                "note": "skipped (decoder_steps 0): stage 0 trains on whole-length clips, and this stage made held-out XYZ worse"}
+    vae = AutoencoderKLWan.from_pretrained(folder, local_files_only=True)
+    losses, before, errors = polish_decoder(vae, settings, work)
     vae.save_pretrained(folder)
     return {"folder": str(folder), "final_loss": sum(losses[-50:]) / len(losses[-50:]), "held_out_l1_before": before,
             "held_out_l1": errors, "note": "decoder only, on whole 4k+1-frame clips; the encoder and its latents are unchanged"}
