@@ -96,9 +96,9 @@ def score_vae(vae, settings: dict, scenes: int, iterations: int = 15, first_seed
     mean = {key: sum(row[key] for row in rows) / len(rows) for key in keys}
     spread = {key: (sum((row[key] - mean[key]) ** 2 for row in rows) / len(rows)) ** 0.5 for key in keys}
     gains = [row["rgb_psnr"] - row["flat_psnr"] for row in rows]
-    gain_std = (sum((gain - sum(gains) / len(gains)) ** 2 for gain in gains) / len(gains)) ** 0.5
+    gain_variance = sum((gain - sum(gains) / len(gains)) ** 2 for gain in gains) / max(1, len(gains) - 1)  # sample variance
     return {"mean": mean, "std": spread, "psnr_gain_db": mean["rgb_psnr"] - mean["flat_psnr"],
-            "psnr_gain_standard_error_db": gain_std / len(gains) ** 0.5, "scenes": rows}
+            "psnr_gain_standard_error_db": (gain_variance / len(gains)) ** 0.5, "scenes": rows}
 
 
 def train_candidate(settings: dict, work: Path) -> tuple[object, dict]:
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=HELD_OUT_SEED, help="first held-out seed (the demo's 10 by default)")
     parser.add_argument("--out", help="append the result as one JSON line to this file")
     args = parser.parse_args()
+    if args.first_seed < HELD_OUT_SEED or args.scenes < 1:
+        parser.error(f"--first-seed must be at least {HELD_OUT_SEED} (seeds below are training scenes) and --scenes at least 1")
     torch.set_num_threads(1)
     settings = dict(default_settings(), **json.loads(args.train or "{}"))
     if args.vae:

@@ -37,6 +37,7 @@ MANIFEST = "MANIFEST.json"  # sha256 of every shipped weight and config file, wr
 REBUILD = "make tiny-model"
 TASKS = ("single", "sparse", "full")
 DEMO_SEEDS = tuple(range(1_000_000, 1_000_010))  # 10 held out: training used seeds 0 .. num_clips - 1
+LAST_SEED = 2**32 - 1  # the largest seed the command line takes (the scene generator's own limit is higher)
 
 
 @dataclass
@@ -479,12 +480,14 @@ def scored_frames(task: str, settings: DemoSettings) -> list[int]:
 
 
 def held_out_seeds(first: int, count: int) -> tuple:
-    """``count`` consecutive held-out seeds from ``first``; a seed below the held-out range (a training scene) or a
-    count below 1 is one line (ValueError)."""
+    """``count`` consecutive held-out seeds from ``first``; a seed outside the held-out range (below it: a training
+    scene) or a count below 1 is one line (ValueError)."""
     if count < 1:
         raise ValueError(f"--scenes must be at least 1, got {count}")
     if first < DEMO_SEEDS[0]:
         raise ValueError(f"--first-seed {first} is below {DEMO_SEEDS[0]:,}: seeds below it are the training scenes")
+    if first + count > LAST_SEED + 1:
+        raise ValueError(f"--first-seed {first} with --scenes {count} goes past the last seed, {LAST_SEED}")
     return tuple(range(first, first + count))
 
 
@@ -653,7 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = held_out_seeds(args.first_seed, args.scenes)
         configure_cpu_threads(args.threads)  # one4d.runtime: 1 on a shared 2-core CPU, where the tiny model runs fastest
-        settings = replace(checkpoint_settings(args.checkpoint), seeds=seeds) if seeds != DEMO_SEEDS else None
+        settings = None  # run_demo verifies the checkpoint, then reads its settings
+        if seeds != DEMO_SEEDS:
+            verify_checkpoint(args.checkpoint)  # before its sampling.json is read: a bad file is the manifest's line
+            settings = replace(checkpoint_settings(args.checkpoint), seeds=seeds)
         summary = run_demo(args.out, args.checkpoint, settings)
     except ValueError as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)

@@ -66,18 +66,28 @@ def test_more_or_other_held_out_scenes_from_the_command_line(tmp_path, capsys, m
         calls.append(settings)
         raise ValueError("stop here")
 
+    from one4d.sampling_file import write_sampling_file
+
     monkeypatch.setattr(demo, "run_demo", recorded)
-    assert main(["--scenes", "20", "--first-seed", "1000010", "--out", str(tmp_path / "a")]) == 2
+    checkpoint = fake_checkpoint(tmp_path)
+    write_sampling_file(checkpoint, "one4d", {"preset": "demo"}, {"num_frames": 13, "height": 32, "width": 48},
+                        {"steps": 7, "cfg": 3.0, "shift": 4.0})
+    write_manifest(checkpoint)
+    assert main(["--scenes", "20", "--first-seed", "1000010", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "a")]) == 2
     assert calls[-1].seeds == tuple(range(1_000_010, 1_000_030))
-    assert calls[-1].steps == checkpoint_settings(SHIPPED).steps
+    assert (calls[-1].steps, calls[-1].num_frames, calls[-1].flow_shift) == (7, 13, 4.0)  # the checkpoint's sampler kept
     main(["--out", str(tmp_path / "b")])
     assert calls[-1] is None  # run_demo picks the checkpoint's settings with the demo's seeds
     capsys.readouterr()
-    for argv, message in ((["--first-seed", "5"], "training scenes"), (["--scenes", "0"], "at least 1")):
+    for argv, message in ((["--first-seed", "5"], "training scenes"), (["--scenes", "0"], "at least 1"),
+                          (["--first-seed", str(2**64)], "last seed")):
         assert main(argv + ["--out", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     assert len(calls) == 2  # refused before the model loads
+    (checkpoint / "sampling.json").write_text("{")  # corrupted: the manifest names it before the file is parsed
+    assert main(["--scenes", "2", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "d")]) == 2
+    assert "make tiny-model" in capsys.readouterr().err and len(calls) == 2
 
 
 def test_static_camera_ate_is_the_spread_around_the_centroid():
