@@ -95,10 +95,10 @@ def score_vae(vae, settings: dict, scenes: int, iterations: int = 15, first_seed
     keys = [key for key in rows[0] if key != "seed"]
     mean = {key: sum(row[key] for row in rows) / len(rows) for key in keys}
     spread = {key: (sum((row[key] - mean[key]) ** 2 for row in rows) / len(rows)) ** 0.5 for key in keys}
-    gains = [row["rgb_psnr"] - row["flat_psnr"] for row in rows]
-    gain_variance = sum((gain - sum(gains) / len(gains)) ** 2 for gain in gains) / max(1, len(gains) - 1)  # sample variance
-    return {"mean": mean, "std": spread, "psnr_gain_db": mean["rgb_psnr"] - mean["flat_psnr"],
-            "psnr_gain_standard_error_db": (gain_variance / len(gains)) ** 0.5, "scenes": rows}
+    gain = mean["rgb_psnr"] - mean["flat_psnr"]  # the mean of the per-scene gains
+    gain_variance = sum((row["rgb_psnr"] - row["flat_psnr"] - gain) ** 2 for row in rows) / max(1, len(rows) - 1)  # sample variance
+    return {"mean": mean, "std": spread, "psnr_gain_db": gain,
+            "psnr_gain_standard_error_db": (gain_variance / len(rows)) ** 0.5, "scenes": rows}
 
 
 def train_candidate(settings: dict, work: Path) -> tuple[object, dict]:
