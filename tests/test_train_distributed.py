@@ -25,7 +25,10 @@ trainer.train()
 after = trainer.trainable_weights()
 changed = sum(not torch.equal(before[k], after[k]) for k in after)
 trainer.close()
-save_file({k: v.contiguous() for k, v in after.items()}, f"{sys.argv[1]}/rank{trainer.rank}.safetensors", metadata={"changed": str(changed), "world": str(trainer.world_size)})
+import torch.distributed as dist
+from deepspeed.runtime.zero.parameter_offload import FWD_MODULE_STACK
+ended = str(not dist.is_initialized() and not FWD_MODULE_STACK)  # close ended the group and let go of ZeRO-3's model
+save_file({k: v.contiguous() for k, v in after.items()}, f"{sys.argv[1]}/rank{trainer.rank}.safetensors", metadata={"changed": str(changed), "world": str(trainer.world_size), "ended": ended})
 """
 
 
@@ -45,7 +48,9 @@ def test_two_processes_end_with_identical_weights(launcher, clips, tmp_path):
         "train.report_to=null", "train.progress_bar=false", "train.steps=2", "train.grad_accum=2", "train.checkpoint_every=2",
         "train.log_every=1", "+model.base_overrides.num_layers=2",
     ]
-    result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=400)
+    # PYTHONFAULTHANDLER: a rank that aborts (SIGABRT) prints where every thread of it was
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
     ranks = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in (0, 1)]
     assert ranks[0].keys() == ranks[1].keys() and len(ranks[0]) > 0
@@ -55,4 +60,5 @@ def test_two_processes_end_with_identical_weights(launcher, clips, tmp_path):
     with safe_open(tmp_path / "rank0.safetensors", "pt") as handle:
         metadata = handle.metadata()
     assert metadata["world"] == "2" and int(metadata["changed"]) > 0  # really two processes, and training moved weights
+    assert metadata["ended"] == "True"  # an orderly end: the process group and ZeRO-3's hold on the model released
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "manifest.json").is_file()

@@ -149,8 +149,8 @@ def test_base_stage_trains_every_weight_of_the_plain_wan_model(clips, tmp_path):
     assert isinstance(trainer.unwrapped_model(), WanBaseModel)
     before = {name: p.detach().clone() for name, p in trainer.trainable_weights().items()}
     losses = trainer.train()["losses"]
-    trainer.close()
     after = trainer.trainable_weights()
+    trainer.close()
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert before.keys() == after.keys() and "base.patch_embedding.weight" in after  # full fine-tuning
     assert all(not torch.equal(before[name], after[name]) for name in ("base.patch_embedding.weight", "base.proj_out.weight"))
