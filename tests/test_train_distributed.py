@@ -24,11 +24,14 @@ before = {k: v.detach().clone() for k, v in trainer.trainable_weights().items()}
 trainer.train()
 after = trainer.trainable_weights()
 changed = sum(not torch.equal(before[k], after[k]) for k in after)
+import weakref, torch.distributed as dist
+model = weakref.ref(trainer.unwrapped_model())
 trainer.close()
-import torch.distributed as dist
-from deepspeed.runtime.zero.parameter_offload import FWD_MODULE_STACK
-ended = str(not dist.is_initialized() and not FWD_MODULE_STACK)  # close ended the group and let go of ZeRO-3's model
-save_file({k: v.contiguous() for k, v in after.items()}, f"{sys.argv[1]}/rank{trainer.rank}.safetensors", metadata={"changed": str(changed), "world": str(trainer.world_size), "ended": ended})
+zero3 = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+# close ended the group and took the model off ZeRO-3's module-level stack
+ended = str(not dist.is_initialized() and not (zero3 and zero3.FWD_MODULE_STACK))
+released = str(model() is None)
+save_file({k: v.contiguous() for k, v in after.items()}, f"{sys.argv[1]}/rank{trainer.rank}.safetensors", metadata={"changed": str(changed), "world": str(trainer.world_size), "ended": ended, "released": released})
 """
 
 
@@ -57,8 +60,12 @@ def test_two_processes_end_with_identical_weights(launcher, clips, tmp_path):
     assert all(torch.equal(ranks[0][name], ranks[1][name]) for name in ranks[0])
     from safetensors import safe_open
 
-    with safe_open(tmp_path / "rank0.safetensors", "pt") as handle:
-        metadata = handle.metadata()
-    assert metadata["world"] == "2" and int(metadata["changed"]) > 0  # really two processes, and training moved weights
-    assert metadata["ended"] == "True"  # an orderly end: the process group and ZeRO-3's hold on the model released
+    for rank in (0, 1):
+        with safe_open(tmp_path / f"rank{rank}.safetensors", "pt") as handle:
+            metadata = handle.metadata()
+        assert metadata["world"] == "2" and int(metadata["changed"]) > 0  # really two processes, and training moved weights
+        assert metadata["ended"] == "True"  # an orderly end: the process group and ZeRO-3's hold on the model gone
+        # and the model freed before exit (not asserted under ZeRO-3: with gradient accumulation DeepSpeed's C++
+        # autograd hooks still hold its engine, Trainer.close)
+        assert metadata["released"] == "True" or launcher == "deepspeed_zero3"
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "manifest.json").is_file()

@@ -273,18 +273,16 @@ class Trainer:
     def close(self) -> None:
         """End the run: trackers, model and process group (read weights before; ``train`` has saved them).
 
-        An orderly end: every rank waits for the others before any tears the group down, and the model, optimizer and
-        DeepSpeed engine are released and collected while the interpreter is whole rather than during its exit, where
-        gloo work freed from a C++ thread that needs the GIL aborts the process ("terminate called without an active
-        exception", pytorch/pytorch#179291). One CI run of the two-process ZeRO-3 test died so after writing its
-        weights (not reproduced in 75 local runs); DeepSpeed may still hold its engine through C++ autograd hooks.
+        The engine and model are released and collected while the interpreter is whole, not during its exit: ZeRO-3
+        keeps its model on a module-level stack otherwise, and a two-process ZeRO-3 test run once aborted at exit
+        ("terminate called without an active exception", suspected: gloo work freed from a C++ thread). Under
+        ZeRO-3 with gradient accumulation DeepSpeed's C++ autograd hooks still hold the engine.
         """
         accelerator = self.accelerator
-        accelerator.wait_for_everyone()
         if self.is_zero3():
             forget_zero3_module(self.unwrapped_model())
         accelerator.free_memory()  # DeepSpeed: engine.destroy(); and accelerate's references to models and optimizers
-        self.model = self.optimizer = self.scheduler = None  # the engine's hooks on the module keep it alive otherwise
+        self.model = self.optimizer = self.scheduler = None  # the trainer's references are the last ones
         gc.collect()
         accelerator.end_training()
 
