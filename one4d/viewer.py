@@ -107,7 +107,15 @@ class Viewer:
         import viser
 
         self.scene = scene
-        self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        self.server = viser.ViserServer(host=host, port=port, verbose=False)  # serving from here on
+        try:
+            self._build(scene, point_size)
+        except BaseException:  # e.g. SIGTERM while the page already loads: a server left running keeps the process alive
+            self.server.stop()
+            raise
+
+    def _build(self, scene: Scene4D, point_size: float | None) -> None:
+        """Clouds, frustums, first view and GUI on the running server."""
         self.server.scene.set_up_direction("-y")
         extent = float(np.percentile(np.linalg.norm(np.concatenate(scene.points), axis=1), 95)) if scene.points else 1.0
         extent = extent if math.isfinite(extent) and extent > 0 else 1.0

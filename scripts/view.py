@@ -31,6 +31,8 @@ def main() -> int:
     try:
         viewer.play()
     except KeyboardInterrupt:
+        pass
+    finally:  # also on SIGTERM (one4d.runtime raises it here): a running server would keep the process alive
         viewer.stop()
     return 0
 

@@ -81,6 +81,23 @@ def test_viewer_serves_its_page_and_moves_in_time(output):
         viewer.stop()
 
 
+def test_a_viewer_stopped_while_it_builds_stops_serving(output, monkeypatch):
+    """SIGTERM can arrive once the page serves but before the viewer is built: the server must not outlive it."""
+    from one4d.runtime import Terminated
+    from one4d.viewer import Viewer
+
+    def interrupted(self, scale):
+        assert "<html" in fetch(self.port).lower()  # already serving
+        raise Terminated
+
+    monkeypatch.setattr(Viewer, "_add_frustums", interrupted)
+    port = free_port()
+    with pytest.raises(Terminated):
+        view(output[0], port=port, stride=1, max_points=20)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+
+
 def test_view_script_starts_headless(output):
     folder, _ = output
     port = free_port()
