@@ -166,7 +166,8 @@ def _soft_step(x: torch.Tensor) -> torch.Tensor:
     """A square wave of period 1 with smooth edges, in [0, 1]: alternating cells without aliasing.
 
     Steepness 1.5 (3.0 before): edges a tiny x4 VAE reproduces; with the softer tones and lines of ``_material``
-    its held-out RGB gain rose from +7.25 to +8.21 dB while the depth checks held (RESULTS_tiny_model.md section 17).
+    its held-out RGB gain rose from +7.25 to +8.21 dB (+8.37 with the 3200-step decoder polish) while the demo's depth
+    checks held on its 10 scenes (RESULTS_tiny_model.md sections 17-18).
     """
     return 0.5 + 0.5 * torch.tanh(1.5 * torch.sin(math.tau * x))
 
@@ -181,9 +182,9 @@ def _material(name: str, a: torch.Tensor, b: torch.Tensor, tint: torch.Tensor, s
     """Albedo (N, 3) of a named material at surface coordinates (a, b) in metres.
 
     Features are tens of centimetres wide with soft edges (a few pixels at 48 x 64 from across the
-    room): detail the tiny model's scale can represent, not pixel-scale aliasing. Per-block tones vary by 10 %
-    and lines darken by 11-30 % (section 17's "softer patterns"; the brighter mottle and metre-scale
-    alternatives of sections 16-17 cost depth accuracy).
+    room): detail the tiny model's scale can represent, not pixel-scale aliasing. Per-plank and per-brick tones vary
+    by 10 % and lines darken by 11-30 % (section 17's "softer patterns"); a stronger, metre-scale mottle on top of
+    them lifted the VAE further but cost depth accuracy (sections 16-17).
     """
     noise = _value_noise(a * 1.0, b * 1.0, seed, octaves=2)
     if name == "wooden":  # wide planks along a, per-plank tone, soft gaps
