@@ -54,32 +54,6 @@ def test_sigma_sampling_schemes_and_shift():
         FlowMatchingObjective(scheme="beta")
 
 
-def test_frame_difference_term_adds_the_mse_of_consecutive_frame_errors():
-    target = {"rgb": torch.zeros(1, 2, 3, 2, 2), "xyz": torch.zeros(1, 2, 3, 2, 2)}
-    # The xyz error is 1 on latent frame 0 and 0 on frames 1-2: plain MSE 1/3, consecutive differences 1 then 0.
-    xyz = torch.zeros(1, 2, 3, 2, 2)
-    xyz[:, :, 0] = 1.0
-    predictions, weights = {"rgb": torch.zeros(1, 2, 3, 2, 2), "xyz": xyz}, {"rgb": 1.0, "xyz": 2.0}
-    plain, parts = FlowMatchingObjective().loss(predictions, target, weights)
-    assert torch.isclose(plain, torch.tensor(2.0 / 3)) and torch.isclose(parts["xyz"], torch.tensor(1.0 / 3))
-    weighted, parts = FlowMatchingObjective(frame_difference_weights={"xyz": 3.0}).loss(predictions, target, weights)
-    assert torch.isclose(weighted, torch.tensor(2.0 * (1.0 / 3 + 3.0 * 0.5)))
-    assert torch.isclose(parts["xyz"], torch.tensor(1.0 / 3))  # the logged loss stays the plain MSE
-    # An error shared by every frame (a consistent offset) costs nothing extra.
-    shared, _ = FlowMatchingObjective(frame_difference_weights={"xyz": 3.0}).loss(
-        {"rgb": predictions["rgb"], "xyz": torch.ones(1, 2, 3, 2, 2)}, target, weights)
-    assert torch.isclose(shared, torch.tensor(2.0))
-    with pytest.raises(ValueError, match="frame difference"):
-        FlowMatchingObjective(frame_difference_weights={"xyz": -1.0})
-
-
-def test_train_config_reaches_the_frame_difference_weights():
-    from one4d.training.builders import build_objective
-
-    cfg = compose_train_config(["experiment=tiny_one4d", "train.frame_difference_weights.xyz=2.5"])
-    assert build_objective(cfg.train).frame_difference_weights == {"rgb": 0.0, "xyz": 2.5}
-
-
 @pytest.mark.parametrize("architecture", ["dlc", "channel_concat", "spatial_concat"])
 def test_adapter_drives_every_architecture_with_one_sigma_per_sample(architecture):
     torch.manual_seed(0)
@@ -99,7 +73,7 @@ def test_adapter_drives_every_architecture_with_one_sigma_per_sample(architectur
     # The same generator draws the same sigma for both modalities: reproduce it.
     sigma = FlowMatchingObjective().sample_sigmas(2, torch.Generator().manual_seed(1))
     assert torch.allclose(seen["timestep"], 1000 * sigma)
-    loss, _ = FlowMatchingObjective().loss(predictions, targets, weights)
+    loss, _ = FlowMatchingObjective.loss(predictions, targets, weights)
     loss.backward()
     assert all(p.grad is not None for p in model.trainable_parameters() if p.requires_grad)
 

@@ -61,7 +61,6 @@ def build_objective(train_cfg) -> FlowMatchingObjective:
     return FlowMatchingObjective(
         scheme=sigma.scheme, shift=float(sigma.shift), logit_mean=float(sigma.logit_mean),
         logit_std=float(sigma.logit_std), weights={key: float(value) for key, value in train_cfg.loss_weights.items()},
-        frame_difference_weights={key: float(value) for key, value in train_cfg.get("frame_difference_weights", {}).items()},
     )
 
 

@@ -28,11 +28,6 @@ class FlowMatchingObjective:
         ``noise_scheduler.timesteps[int(u * 1000)]`` of a FlowMatchEulerDiscreteScheduler built from
         config/wan2.1/wan_civitai.yaml (``shift: 5.0``), i.e. uniform over the shift-5 grid (here: continuous).
     weights: loss weight per modality, e.g. {"rgb": 1.0, "xyz": 1.0}.
-    frame_difference_weights: per modality, the weight of an extra MSE on the differences between consecutive
-        latent frames of prediction and target (dim 2 of (B, C, f, h, w)). It penalises errors that differ from
-        frame to frame (frames that disagree about the camera) beyond the plain MSE, which counts every frame's
-        error alone. Default 0 for both, the paper's eq. 4 and VideoX-Fun's plain MSE; the tiny model's camera
-        experiment that set it is benchmarks/RESULTS_tiny_model.md section 19.
     """
 
     scheme: str = "uniform"
@@ -42,7 +37,6 @@ class FlowMatchingObjective:
     sigma_min: float = 0.0
     sigma_max: float = 1.0
     weights: dict | None = None
-    frame_difference_weights: dict | None = None
 
     def __post_init__(self):
         if self.scheme not in SIGMA_SCHEMES:
@@ -54,9 +48,6 @@ class FlowMatchingObjective:
         self.weights = dict(self.weights or {"rgb": 1.0, "xyz": 1.0})
         if any(weight < 0 for weight in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ValueError(f"loss weights must be non-negative with a positive sum, got {self.weights}")
-        self.frame_difference_weights = dict(self.frame_difference_weights or {})
-        if any(weight < 0 for weight in self.frame_difference_weights.values()):
-            raise ValueError(f"frame difference weights must be non-negative, got {self.frame_difference_weights}")
 
     def sample_sigmas(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """(B,) noise levels in [sigma_min, sigma_max], one per sample."""
@@ -84,17 +75,12 @@ class FlowMatchingObjective:
         """Wan's timestep input: 1000 sigma."""
         return sigma * NUM_TRAIN_TIMESTEPS
 
-    def loss(self, predictions: dict, targets: dict, weights: dict) -> tuple[torch.Tensor, dict]:
-        """sum_k w_k (MSE_k + d_k MSE of consecutive-frame differences_k) in float32, and the unweighted
-        per-modality MSEs (detached) for logging; d_k = ``frame_difference_weights`` (0 by default)."""
+    @staticmethod
+    def loss(predictions: dict, targets: dict, weights: dict) -> tuple[torch.Tensor, dict]:
+        """sum_k w_k MSE_k in float32, and the unweighted per-modality MSEs (detached) for logging."""
         total, parts = 0.0, {}
         for key, prediction in predictions.items():
-            error = prediction.float() - targets[key].float()  # (B, C, f, h, w)
-            mse = torch.mean(error**2)
+            mse = torch.mean((prediction.float() - targets[key].float()) ** 2)
             parts[key] = mse.detach()
-            difference_weight = self.frame_difference_weights.get(key, 0.0)
-            if difference_weight and error.shape[2] > 1:
-                step_error = error[:, :, 1:] - error[:, :, :-1]  # (B, C, f - 1, h, w)
-                mse = mse + difference_weight * torch.mean(step_error**2)
             total = total + weights[key] * mse
         return total, parts
