@@ -9,11 +9,12 @@ the first ``--clips`` training scenes (rendered and encoded here, seeds 0 ..), a
 scenes with the demo's ATE (``pose_metrics``: camera centres after Sim(3) alignment) beside the no-input mean path
 of the demo's 64 training scenes. One CPU thread.
 
-``--features`` says what the regressor reads: ``rgb_latents`` (the VAE's, above), or the checkpoint's One4D
-features at pure noise (sigma 1, the full-video task's condition, as ``bench_condition_use`` builds it): the last
-hidden states of its XYZ branch (``xyz_branch``, what its ``proj_out`` turns into XYZ latents) or of its RGB branch
-(``rgb_branch``), on the (f, h/2, w/2) token grid. A branch whose features give the camera as well as the RGB
-latents do has the information; if its pointmaps still lose to the mean path, they do not express it.
+``--features`` says what the regressor reads: ``rgb_latents`` (the VAE's, above), ``xyz_latents`` (the VAE's
+latents of the TRUE normalised pointmaps), or the checkpoint's One4D at pure noise (sigma 1, the full-video task's
+condition, as ``bench_condition_use`` builds it): the last hidden states of its XYZ branch (``xyz_branch``, what its
+``proj_out`` turns into XYZ latents) or of its RGB branch (``rgb_branch``), on the (f, h/2, w/2) token grid, or the
+XYZ latents it estimates in that step (``xyz_estimate``). Following the camera from the input to the pointmaps says
+where it is lost: a stage that a learned reader still gets it from has it.
 
     .venv/bin/python benchmarks/bench_camera_readability.py --clips 1536 --steps 4000
     .venv/bin/python benchmarks/bench_camera_readability.py --clips 1536 --steps 4000 --features xyz_branch
@@ -53,12 +54,13 @@ def pose_path(target: torch.Tensor, scale: float) -> torch.Tensor:
     return path
 
 
-FEATURES = ("rgb_latents", "xyz_branch", "rgb_branch")
+FEATURES = ("rgb_latents", "xyz_latents", "xyz_branch", "rgb_branch", "xyz_estimate")
 
 
 @torch.no_grad()
 def branch_features(checkpoint: Path, encoders, seeds, settings: dict, branch: str) -> torch.Tensor:
-    """(N, D, f, h/2, w/2): the input of the One4D branch's ``proj_out`` at sigma 1 with the full-video condition."""
+    """At sigma 1 with the full-video condition: (N, D, f, h/2, w/2), the input of the One4D branch's ``proj_out``,
+    or for ``xyz_estimate`` (N, 16, f, h, w), the XYZ latents the model estimates in that one step (x - sigma flow)."""
     from bench_condition_use import held_out_inputs
 
     from one4d.pipeline import load_pipeline
@@ -76,7 +78,11 @@ def branch_features(checkpoint: Path, encoders, seeds, settings: dict, branch: s
         noise = torch.randn(inputs["rgb_latents"].shape, generator=generator)
         xyz_noise = torch.randn(inputs["xyz_latents"].shape, generator=generator)
         timestep = torch.full((len(noise),), 1000.0)
-        model(torch.cat([noise, inputs["condition"]], 1), xyz_noise, timestep, inputs["text_embeds"], inputs["image_embeds"])
+        _, xyz_flow = model(torch.cat([noise, inputs["condition"]], 1), xyz_noise, timestep, inputs["text_embeds"], inputs["image_embeds"])
+        if branch == "xyz_estimate":
+            captured.clear()
+            chunks.append(xyz_noise - xyz_flow)  # (B, 16, f, h, w)
+            continue
         f, h, w = noise.shape[2], noise.shape[3] // 2, noise.shape[4] // 2
         tokens = captured.pop()  # (B, f h w, D)
         chunks.append(tokens.transpose(1, 2).reshape(len(noise), -1, f, h, w))  # (B, D, f, h/2, w/2)
@@ -91,10 +97,11 @@ def encoded_scenes(checkpoint: Path, encoders, seeds, settings: dict, features: 
 
     items = []
     for seed in seeds:
-        scene, rgb, _, (_, scale) = held_out_scene(seed, settings)
-        latents = encode_video(encoders.vae, rgb)[0] if features == "rgb_latents" else None
+        scene, rgb, xyz, (_, scale) = held_out_scene(seed, settings)
+        video = {"rgb_latents": rgb, "xyz_latents": xyz}.get(features)
+        latents = None if video is None else encode_video(encoders.vae, video)[0]  # (16, f, h, w)
         items.append((latents, pose_target(scene, float(scale)), scene, float(scale)))
-    if features != "rgb_latents":
+    if features not in ("rgb_latents", "xyz_latents"):
         read = branch_features(checkpoint, encoders, seeds, settings, features)
         items = [(read[index], *item[1:]) for index, item in enumerate(items)]
     return items

@@ -1,6 +1,6 @@
 """benchmarks/bench_camera_readability.py scores cameras the demo's way: a regressor that returns each scene's TRUE
 relative poses rebuilds its path and scores ATE 0 (the 6-D packing and Gram-Schmidt invert each other), one that returns another scene's
-poses scores that path's ATE; the One4D branch features it reads are the (D, f, h/2, w/2) token grid."""
+poses scores that path's ATE; the One4D branch features it reads are the (D, f, h/2, w/2) token grid, its XYZ estimate the latent grid."""
 
 import sys
 from pathlib import Path
@@ -69,3 +69,9 @@ def test_branch_features_are_the_token_grid_and_differ_between_branches(bench, e
     assert not torch.allclose(xyz, rgb) and not torch.allclose(xyz[0], xyz[1])
     net = bench.camera_regressor(128, SETTINGS["num_frames"], (2, 6, 8))
     assert net(xyz).shape == (2, 4 * 9)
+    # The one-step XYZ estimate is on the latent grid, near the true latents (the model was trained for it) but not them.
+    estimate = bench.branch_features(CHECKPOINT, encoders, SEEDS, SETTINGS, "xyz_estimate")
+    true = torch.stack([item[0] for item in bench.encoded_scenes(CHECKPOINT, encoders, SEEDS, SETTINGS, "xyz_latents")])
+    assert estimate.shape == true.shape == (2, 16, 2, 12, 16)
+    error, spread = (estimate - true).pow(2).mean(), true.pow(2).mean()
+    assert 0 < error < spread
