@@ -35,9 +35,9 @@ from bench_tiny_vae import HELD_OUT_SEED, held_out_scene
 
 def pose_target(scene, scale: float) -> torch.Tensor:
     """(F-1, 9) relative poses of frames 1 .. F-1: centre / scale, then the rotation's first two columns."""
-    from one4d.geometry import invert_pose
+    from one4d.demo import true_camera_path
 
-    camera_to_world = invert_pose(scene.world_to_camera.double())[1:]  # (F-1, 4, 4); frame 0 is the identity
+    camera_to_world = true_camera_path(scene)[1:]  # (F-1, 4, 4); frame 0 is the identity
     columns = camera_to_world[:, :3, :2].transpose(1, 2).reshape(-1, 6)  # (F-1, 6)
     return torch.cat([camera_to_world[:, :3, 3] / scale, columns], -1).float()
 
@@ -133,10 +133,11 @@ def mean_ate(net, items, mean, std) -> float:
 
 
 def main() -> None:
-    from one4d.demo import DEMO_SEEDS
+    from one4d.demo import DEMO_SEEDS, true_camera_path
     from one4d.demo_controls import training_prior
     from one4d.encoding import load_encoders
     from one4d.eval import pose_metrics
+    from one4d.sampling_file import read_sampling_file
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="data/checkpoints/tiny", help="its VAE encodes every scene")
@@ -147,8 +148,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    settings = json.loads((Path(args.checkpoint) / "sampling.json").read_text())["trained_at"]
     checkpoint = Path(args.checkpoint)
+    settings = read_sampling_file(checkpoint)["trained_at"]
     encoders = load_encoders(str(checkpoint / "base"))
     started = time.perf_counter()
     training = encoded_scenes(checkpoint, encoders, range(args.clips), settings, args.features)
@@ -171,8 +172,6 @@ def main() -> None:
                               "train_batch_loss": round(loss.item(), 4), "held_out_ate": round(mean_ate(net, held_out, mean, std), 4),
                               "training_scenes_0_9_ate": round(mean_ate(net, training[:10], mean, std), 4)}), flush=True)
     prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
-    from one4d.demo import true_camera_path
-
     mean_path = [pose_metrics(prior.camera_to_world, true_camera_path(scene))["ate"] for _, _, scene, _ in held_out]
     print(json.dumps({"held_out_scenes": args.scenes, "no_input_mean_path_ate": round(sum(mean_path) / len(mean_path), 4)}))
 

@@ -11,6 +11,7 @@ build in progress in another session keeps its lock): a stale lock would make ev
 """
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,3 +34,12 @@ torch.set_num_threads(1)
 def one_thread():
     """Every test starts on one intra-op thread, whatever an in-process entry point before it chose."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def benchmarks_importable():
+    """The benchmarks folder on sys.path while a module's tests run: the benchmarks import their siblings by name."""
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    yield
+    sys.path.remove(folder)

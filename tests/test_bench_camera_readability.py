@@ -2,7 +2,6 @@
 relative poses rebuilds its path and scores ATE 0 (the 6-D packing and Gram-Schmidt invert each other), one that returns another scene's
 poses scores that path's ATE; the One4D branch features it reads are the (D, f, h/2, w/2) token grid, its XYZ estimate the latent grid."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,10 @@ SEEDS = range(1_000_000, 1_000_002)
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import their siblings by name
-    try:
-        import bench_camera_readability
+def bench(benchmarks_importable):
+    import bench_camera_readability
 
-        yield bench_camera_readability
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_camera_readability
 
 
 @pytest.fixture(scope="module")

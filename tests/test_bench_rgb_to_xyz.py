@@ -2,7 +2,6 @@
 TRUE XYZ latents scores the shipped VAE's ceiling, far below the no-input prior; one that returns the same latent for
 every scene does not; a scene whose post-optimisation diverges is counted, not fatal."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,11 @@ SEEDS = range(1_000_000, 1_000_002)
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks import their siblings by name
-    try:
-        import bench_rgb_to_xyz
-        import bench_tiny_vae
+def bench(benchmarks_importable):
+    import bench_rgb_to_xyz
+    import bench_tiny_vae
 
-        yield bench_rgb_to_xyz, bench_tiny_vae
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_rgb_to_xyz, bench_tiny_vae
 
 
 class Lookup(torch.nn.Module):
