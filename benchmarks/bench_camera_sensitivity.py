@@ -1,0 +1,95 @@
+"""How close must the XYZ latents be before post-optimisation's cameras beat the no-input mean path?
+
+Issue 12's camera check (ATE below the mean training path) fails for every route through pointmaps, while a learned
+reader gets the camera from the same latents (RESULTS_tiny_model.md section 19). This measures the pointmap route
+alone: the TRUE normalised pointmaps of the demo's held-out scenes are encoded by the checkpoint's VAE, their latents
+degraded by a known amount, decoded, post-optimised once and scored with the demo's rules (``score_geometry``: depth
+Abs Rel after a per-sequence scale & shift, ATE of the camera centres after Sim(3) alignment). Two degradations:
+``towards_mean`` (z + a (mean - z), the mean latent of the 64 training scenes the demo's prior uses: what a model
+that regresses towards the average scene does) and ``noise`` (z + s eps, unstructured). The checkpoint's own one-step
+XYZ estimate at sigma 1 (full-video condition, as ``bench_camera_readability --features xyz_estimate``) is scored
+the same way and placed on both curves by its latent MSE. One CPU thread, a few minutes.
+
+    .venv/bin/python benchmarks/bench_camera_sensitivity.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from bench_tiny_vae import HELD_OUT_SEED, held_out_scene, postopt_scores
+
+LEVELS = {"towards_mean": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5), "noise": (0.05, 0.1, 0.2, 0.3, 0.5)}
+
+
+def degrade(latents: torch.Tensor, mean: torch.Tensor, kind: str, level: float, generator: torch.Generator) -> torch.Tensor:
+    """(N, 16, f, h, w) latents moved ``level`` of the way to ``mean`` (1, 16, f, h, w), or plus ``level`` x unit noise."""
+    if kind == "towards_mean":
+        return latents + level * (mean - latents)
+    return latents + level * torch.randn(latents.shape, generator=generator)
+
+
+@torch.no_grad()
+def score_latents(vae, latents: torch.Tensor, truth: torch.Tensor, scenes: list, norms: list, iterations: int) -> dict:
+    """Mean latent MSE, decoded XYZ L1 (on [-1, 1]), depth Abs Rel and ATE of (N, 16, f, h, w) latents over the scenes."""
+    from one4d.encoding import decode_latents
+    from one4d.geometry import denormalize_pointmaps
+
+    decoded = decode_latents(vae, latents)  # (N, 3, F, H, W)
+    true_xyz = decode_latents(vae, truth)
+    rows = []
+    for index, (scene, norm) in enumerate(zip(scenes, norms)):
+        pointmaps = denormalize_pointmaps(decoded[index].permute(1, 2, 3, 0), *norm)  # (F, H, W, 3)
+        rows.append(postopt_scores(pointmaps, scene, iterations))
+    return {"latent_mse": float((latents - truth).pow(2).mean()),
+            "xyz_l1_vs_vae_roundtrip": float((decoded - true_xyz).abs().mean()),
+            "abs_rel": sum(row["abs_rel"] for row in rows) / len(rows), "ate": sum(row["ate"] for row in rows) / len(rows)}
+
+
+def main() -> None:
+    from bench_camera_readability import branch_features
+
+    from one4d.demo import DEMO_SEEDS, true_camera_path
+    from one4d.demo_controls import PRIOR_SCENES, training_prior
+    from one4d.encoding import encode_video, load_encoders
+    from one4d.eval import pose_metrics
+    from one4d.sampling_file import read_sampling_file
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="data/checkpoints/tiny", help="its VAE, and its One4D for the one-step estimate")
+    parser.add_argument("--scenes", type=int, default=len(DEMO_SEEDS), help="held-out scenes from the demo's first seed")
+    parser.add_argument("--iterations", type=int, default=15, help="post-optimisation iterations (the demo's)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    checkpoint = Path(args.checkpoint)
+    settings = read_sampling_file(checkpoint)["trained_at"]
+    vae = load_encoders(str(checkpoint / "base")).vae.eval()
+    started = time.perf_counter()
+    seeds = range(HELD_OUT_SEED, HELD_OUT_SEED + args.scenes)
+    held_out = [held_out_scene(seed, settings) for seed in seeds]
+    scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
+    truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (N, 16, f, h, w)
+    mean = encode_video(vae, torch.cat([held_out_scene(seed, settings)[2] for seed in range(PRIOR_SCENES)])).mean(0, keepdim=True)
+    prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
+    mean_path = sum(pose_metrics(prior.camera_to_world, true_camera_path(scene))["ate"] for scene in scenes) / len(scenes)
+    print(json.dumps({"held_out_scenes": args.scenes, "no_input_mean_path_ate": round(mean_path, 4),
+                      "mean_latent_mse": round(float((mean - truth).pow(2).mean()), 4)}), flush=True)
+    generator = torch.Generator().manual_seed(0)
+    for kind, levels in LEVELS.items():
+        for level in levels:
+            scores = score_latents(vae, degrade(truth, mean, kind, level, generator), truth, scenes, norms, args.iterations)
+            print(json.dumps({"degradation": kind, "level": level, **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
+    encoders = load_encoders(str(checkpoint / "base"))
+    estimate = branch_features(checkpoint, encoders, seeds, settings, "xyz_estimate")  # (N, 16, f, h, w)
+    scores = score_latents(vae, estimate, truth, scenes, norms, args.iterations)
+    print(json.dumps({"degradation": "one4d_one_step_estimate", "checkpoint": str(checkpoint), **{k: round(v, 4) for k, v in scores.items()},
+                      "seconds": round(time.perf_counter() - started)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""benchmarks/bench_camera_sensitivity.py degrades true latents by known amounts and scores them the demo's way: level 0
+is the VAE ceiling (no latent error), ``towards_mean`` at 1 is the mean latent itself, noise is seeded and scales with
+the level, and a worse latent scores a worse depth on the same scenes."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "tiny"
+SETTINGS = {"num_frames": 5, "height": 48, "width": 64}
+
+
+@pytest.fixture(scope="module")
+def bench(benchmarks_importable):
+    import bench_camera_sensitivity
+
+    return bench_camera_sensitivity
+
+
+def test_degradations_are_what_their_names_say(bench):
+    latents, mean = torch.randn(2, 16, 2, 3, 4), torch.randn(1, 16, 2, 3, 4)
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(bench.degrade(latents, mean, "towards_mean", 0.0, generator()), latents)
+    assert torch.allclose(bench.degrade(latents, mean, "towards_mean", 1.0, generator()), mean.expand_as(latents), atol=1e-6)
+    small, large = (bench.degrade(latents, mean, "noise", level, generator()) - latents for level in (0.1, 0.5))
+    assert torch.allclose(large, 5 * small, atol=1e-6)  # the same seeded draw, scaled
+
+
+def test_true_latents_score_the_vae_ceiling_and_the_mean_latent_scores_worse(bench):
+    from one4d.encoding import encode_video, load_encoders
+
+    vae = load_encoders(str(CHECKPOINT / "base")).vae.eval()
+    held_out = [bench.held_out_scene(seed, SETTINGS) for seed in (1_000_000, 1_000_001)]
+    scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
+    truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (2, 16, 2, 12, 16)
+    exact = bench.score_latents(vae, truth, truth, scenes, norms, iterations=5)
+    blurred = bench.score_latents(vae, truth.mean(0, keepdim=True).expand_as(truth), truth, scenes, norms, iterations=5)
+    print(exact, blurred)
+    assert exact["latent_mse"] == 0 and exact["xyz_l1_vs_vae_roundtrip"] == 0 and exact["abs_rel"] < 0.03
+    assert blurred["latent_mse"] > 0 and blurred["abs_rel"] > 2 * exact["abs_rel"]
