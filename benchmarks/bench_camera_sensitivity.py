@@ -8,7 +8,9 @@ Abs Rel after a per-sequence scale & shift, ATE of the camera centres after Sim(
 ``towards_mean`` (z + a (mean - z), the mean latent of the 64 training scenes the demo's prior uses: what a model
 that regresses towards the average scene does) and ``noise`` (z + s eps, unstructured). The checkpoint's own one-step
 XYZ estimate at sigma 1 (full-video condition, as ``bench_camera_readability --features xyz_estimate``) is scored
-the same way and placed on both curves by its latent MSE. One CPU thread, a few minutes.
+the same way and placed on both curves by its latent MSE; a third curve, ``towards_estimate``, moves the true latents
+that fraction of the way to that estimate (z + a (estimate - z)): how much of the model's error the cameras can take.
+One CPU thread, a few minutes.
 
     .venv/bin/python benchmarks/bench_camera_sensitivity.py
 """
@@ -24,14 +26,16 @@ import torch
 
 from bench_tiny_vae import HELD_OUT_SEED, held_out_scene, postopt_scores
 
-LEVELS = {"towards_mean": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5), "noise": (0.05, 0.1, 0.2, 0.3, 0.5)}
+LEVELS = {"towards_mean": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5), "noise": (0.05, 0.1, 0.2, 0.3, 0.5),
+          "towards_estimate": (0.1, 0.2, 0.3, 0.5, 0.75)}
 
 
-def degrade(latents: torch.Tensor, mean: torch.Tensor, kind: str, level: float, generator: torch.Generator) -> torch.Tensor:
-    """(N, 16, f, h, w) latents moved ``level`` of the way to ``mean`` (1, 16, f, h, w), or plus ``level`` x unit noise."""
-    if kind == "towards_mean":
-        return latents + level * (mean - latents)
-    return latents + level * torch.randn(latents.shape, generator=generator)
+def degrade(latents: torch.Tensor, towards: torch.Tensor, kind: str, level: float, generator: torch.Generator) -> torch.Tensor:
+    """(N, 16, f, h, w) latents moved ``level`` of the way to ``towards`` (the mean latent (1, 16, f, h, w) or the
+    model's estimates (N, 16, f, h, w)), or for ``noise`` plus ``level`` x unit noise."""
+    if kind == "noise":
+        return latents + level * torch.randn(latents.shape, generator=generator)
+    return latents + level * (towards - latents)
 
 
 @torch.no_grad()
@@ -68,7 +72,8 @@ def main() -> None:
     torch.set_num_threads(1)
     checkpoint = Path(args.checkpoint)
     settings = read_sampling_file(checkpoint)["trained_at"]
-    vae = load_encoders(str(checkpoint / "base")).vae.eval()
+    encoders = load_encoders(str(checkpoint / "base"))
+    vae = encoders.vae.eval()
     started = time.perf_counter()
     seeds = range(HELD_OUT_SEED, HELD_OUT_SEED + args.scenes)
     held_out = [held_out_scene(seed, settings) for seed in seeds]
@@ -79,13 +84,13 @@ def main() -> None:
     mean_path = sum(pose_metrics(prior.camera_to_world, true_camera_path(scene))["ate"] for scene in scenes) / len(scenes)
     print(json.dumps({"held_out_scenes": args.scenes, "no_input_mean_path_ate": round(mean_path, 4),
                       "mean_latent_mse": round(float((mean - truth).pow(2).mean()), 4)}), flush=True)
+    estimate = branch_features(checkpoint, encoders, seeds, settings, "xyz_estimate")  # (N, 16, f, h, w)
     generator = torch.Generator().manual_seed(0)
     for kind, levels in LEVELS.items():
         for level in levels:
-            scores = score_latents(vae, degrade(truth, mean, kind, level, generator), truth, scenes, norms, args.iterations)
+            towards = estimate if kind == "towards_estimate" else mean
+            scores = score_latents(vae, degrade(truth, towards, kind, level, generator), truth, scenes, norms, args.iterations)
             print(json.dumps({"degradation": kind, "level": level, **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
-    encoders = load_encoders(str(checkpoint / "base"))
-    estimate = branch_features(checkpoint, encoders, seeds, settings, "xyz_estimate")  # (N, 16, f, h, w)
     scores = score_latents(vae, estimate, truth, scenes, norms, args.iterations)
     print(json.dumps({"degradation": "one4d_one_step_estimate", "checkpoint": str(checkpoint), **{k: round(v, 4) for k, v in scores.items()},
                       "seconds": round(time.perf_counter() - started)}), flush=True)
