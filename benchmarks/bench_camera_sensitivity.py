@@ -39,13 +39,14 @@ def degrade(latents: torch.Tensor, towards: torch.Tensor, kind: str, level: floa
 
 
 @torch.no_grad()
-def score_latents(vae, latents: torch.Tensor, truth: torch.Tensor, scenes: list, norms: list, iterations: int) -> dict:
-    """Mean latent MSE, decoded XYZ L1 (on [-1, 1]), depth Abs Rel and ATE of (N, 16, f, h, w) latents over the scenes."""
+def score_latents(vae, latents: torch.Tensor, truth: torch.Tensor, true_xyz: torch.Tensor, scenes: list, norms: list,
+                  iterations: int) -> dict:
+    """Mean latent MSE, XYZ L1 (on [-1, 1]) against the decoded truth ``true_xyz`` (N, 3, F, H, W), depth Abs Rel and
+    ATE of (N, 16, f, h, w) latents over the scenes."""
     from one4d.encoding import decode_latents
     from one4d.geometry import denormalize_pointmaps
 
     decoded = decode_latents(vae, latents)  # (N, 3, F, H, W)
-    true_xyz = decode_latents(vae, truth)
     rows = []
     for index, (scene, norm) in enumerate(zip(scenes, norms)):
         pointmaps = denormalize_pointmaps(decoded[index].permute(1, 2, 3, 0), *norm)  # (F, H, W, 3)
@@ -60,7 +61,7 @@ def main() -> None:
 
     from one4d.demo import DEMO_SEEDS, true_camera_path
     from one4d.demo_controls import PRIOR_SCENES, training_prior
-    from one4d.encoding import encode_video, load_encoders
+    from one4d.encoding import decode_latents, encode_video, load_encoders
     from one4d.eval import pose_metrics
     from one4d.sampling_file import read_sampling_file
 
@@ -79,19 +80,20 @@ def main() -> None:
     held_out = [held_out_scene(seed, settings) for seed in seeds]
     scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
     truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (N, 16, f, h, w)
+    true_xyz = decode_latents(vae, truth)  # (N, 3, F, H, W): the VAE ceiling's pointmaps
     mean = encode_video(vae, torch.cat([held_out_scene(seed, settings)[2] for seed in range(PRIOR_SCENES)])).mean(0, keepdim=True)
     prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
     mean_path = sum(pose_metrics(prior.camera_to_world, true_camera_path(scene))["ate"] for scene in scenes) / len(scenes)
     print(json.dumps({"held_out_scenes": args.scenes, "no_input_mean_path_ate": round(mean_path, 4),
                       "mean_latent_mse": round(float((mean - truth).pow(2).mean()), 4)}), flush=True)
     estimate = branch_features(checkpoint, encoders, seeds, settings, "xyz_estimate")  # (N, 16, f, h, w)
-    generator = torch.Generator().manual_seed(0)
     for kind, levels in LEVELS.items():
         for level in levels:
             towards = estimate if kind == "towards_estimate" else mean
-            scores = score_latents(vae, degrade(truth, towards, kind, level, generator), truth, scenes, norms, args.iterations)
+            degraded = degrade(truth, towards, kind, level, torch.Generator().manual_seed(0))  # one noise draw, scaled per level
+            scores = score_latents(vae, degraded, truth, true_xyz, scenes, norms, args.iterations)
             print(json.dumps({"degradation": kind, "level": level, **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
-    scores = score_latents(vae, estimate, truth, scenes, norms, args.iterations)
+    scores = score_latents(vae, estimate, truth, true_xyz, scenes, norms, args.iterations)
     print(json.dumps({"degradation": "one4d_one_step_estimate", "checkpoint": str(checkpoint), **{k: round(v, 4) for k, v in scores.items()},
                       "seconds": round(time.perf_counter() - started)}), flush=True)
 
