@@ -79,11 +79,6 @@ def encode_video(vae, video: torch.Tensor, sample_posterior: bool = False, gener
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """Normalised latents (B, 16, f, h, w) -> video (B, 3, F, H, W) in [-1, 1]."""
-    return decode_latents_differentiable(vae, latents)
-
-
-def decode_latents_differentiable(vae, latents: torch.Tensor) -> torch.Tensor:
-    """:func:`decode_latents` with gradients to ``latents`` (a frozen VAE's weights get none): ``train.ray_loss``."""
     device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
     mean, std = latent_statistics(vae)
     latents = latents.to(device, torch.float32) * std.to(device) + mean.to(device)

@@ -29,18 +29,15 @@ class JointFlowAdapter:
         prompt's (classifier-free guidance). The CLIP image context is kept, as Wan I2V does.
     sample_posterior: sample the VAE posterior for the target latents (True) or take its mode.
     condition_fill: value of unobserved frames in the UMC condition video (``model.condition_fill``).
-    ray_term: optional :class:`one4d.training.ray_objective.RayConsistency` (``train.ray_loss``): its angles join
-        the predictions as a third entry, "ray", against zeros, so the objective's MSE weighs and logs it.
     """
 
     def __init__(self, objective: FlowMatchingObjective, encoders: Encoders | None = None,
                  empty_prompt: torch.Tensor | None = None, prompt_dropout: float = 0.1,
-                 sample_posterior: bool = False, condition_fill: float = UNOBSERVED_FILL, ray_term=None):
+                 sample_posterior: bool = False, condition_fill: float = UNOBSERVED_FILL):
         if not 0 <= prompt_dropout <= 1:
             raise ValueError(f"prompt_dropout must be in [0, 1], got {prompt_dropout}")
         self.objective, self.encoders = objective, encoders or Encoders()
         self.prompt_dropout, self.sample_posterior, self.condition_fill = prompt_dropout, sample_posterior, condition_fill
-        self.ray_term = ray_term
         if empty_prompt is None and self.encoders.text_encoder is not None:
             empty_prompt = encode_prompt(self.encoders.tokenizer, self.encoders.text_encoder, [""])[0]
         self.empty_prompt = empty_prompt  # (512, text_dim) or None (then no dropout possible)
@@ -68,14 +65,8 @@ class JointFlowAdapter:
         rgb_input = torch.cat([self.objective.noisy(rgb_latents, rgb_noise, sigma), prepared["condition"]], dim=1)  # (B, 36, f, h, w)
         xyz_input = self.objective.noisy(xyz_latents, xyz_noise, sigma)  # (B, 16, f, h, w)
         rgb_pred, xyz_pred = model(rgb_input, xyz_input, self.objective.timesteps(sigma), text, prepared["image_embeds"])
-        predictions = {"rgb": rgb_pred, "xyz": xyz_pred}
         targets = {"rgb": self.objective.target(rgb_latents, rgb_noise), "xyz": self.objective.target(xyz_latents, xyz_noise)}
-        weights = self.objective.weights
-        if self.ray_term is not None:
-            angles = self.ray_term(xyz_pred, xyz_input, sigma, xyz_latents, generator)  # (B, F, N, 3)
-            predictions["ray"], targets["ray"] = angles, torch.zeros_like(angles)
-            weights = {**weights, "ray": self.ray_term.weight}
-        return predictions, targets, weights
+        return {"rgb": rgb_pred, "xyz": xyz_pred}, targets, self.objective.weights
 
     @staticmethod
     def trainable_state_dict(model) -> dict[str, torch.Tensor]:

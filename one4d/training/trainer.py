@@ -193,25 +193,7 @@ class Trainer:
         return JointFlowAdapter(
             build_objective(cfg.train), encoders, empty_prompt=empty_prompt, prompt_dropout=float(cfg.train.prompt_dropout),
             sample_posterior=bool(cfg.data.sample_posterior), condition_fill=float(cfg.model.condition_fill),
-            ray_term=self.build_ray_term(encoders),
         )
-
-    def build_ray_term(self, encoders: Encoders):
-        """``train.ray_loss`` (default weight 0: the paper's latent MSE alone), with the frozen VAE it decodes through."""
-        ray = self.cfg.train.get("ray_loss") or {}
-        if float(ray.get("weight", 0.0)) <= 0:
-            return None
-        from .ray_objective import RayConsistency
-
-        vae = encoders.vae
-        if vae is None:  # cache mode: only the VAE is needed, not the text or image encoders
-            with self.frozen_module_context():
-                vae = load_encoders(self.cfg.model.components, dtype=encoder_dtype(self.cfg.model),
-                                    seed=int(self.cfg.model.components_seed)).vae.to(self.accelerator.device)
-            encoders.vae = vae  # validation samples reuse it
-        vae.eval().requires_grad_(False)
-        samples = ray.get("samples")
-        return RayConsistency(vae, float(ray.weight), int(ray.get("pixels", 256)), None if samples is None else int(samples))
 
     # ------------------------------------------------------------------ data
 
