@@ -2,15 +2,9 @@
 relative poses rebuilds its path and scores ATE 0 (the 6-D packing and Gram-Schmidt invert each other), one that returns another scene's
 poses scores that path's ATE; the One4D branch features it reads are the (D, f, h/2, w/2) token grid, its XYZ estimate the latent grid."""
 
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "data" / "checkpoints" / "tiny"
-SETTINGS = {"num_frames": 5, "height": 48, "width": 64}
-SEEDS = range(1_000_000, 1_000_002)
+from bench_scenes import CHECKPOINT, SETTINGS, SEEDS
 
 
 @pytest.fixture(scope="module")

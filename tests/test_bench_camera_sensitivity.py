@@ -2,13 +2,9 @@
 is the VAE ceiling (no latent error), ``towards_mean`` at 1 is the mean latent itself, noise is seeded and scales with
 the level, and a worse latent scores a worse depth on the same scenes."""
 
-from pathlib import Path
-
 import pytest
 import torch
-
-CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "tiny"
-SETTINGS = {"num_frames": 5, "height": 48, "width": 64}
+from bench_scenes import CHECKPOINT, SETTINGS, SEEDS
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +27,7 @@ def test_true_latents_score_the_vae_ceiling_and_the_mean_latent_scores_worse(ben
     from one4d.encoding import decode_latents, encode_video, load_encoders
 
     vae = load_encoders(str(CHECKPOINT / "base")).vae.eval()
-    held_out = [bench.held_out_scene(seed, SETTINGS) for seed in (1_000_000, 1_000_001)]
+    held_out = [bench.held_out_scene(seed, SETTINGS) for seed in SEEDS]
     scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
     truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (2, 16, 2, 12, 16)
     true_xyz = decode_latents(vae, truth)

@@ -2,15 +2,9 @@
 TRUE XYZ latents scores the shipped VAE's ceiling, far below the no-input prior; one that returns the same latent for
 every scene does not; a scene whose post-optimisation diverges is counted, not fatal."""
 
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "data" / "checkpoints" / "tiny"
-SETTINGS = {"num_frames": 5, "height": 48, "width": 64}
-SEEDS = range(1_000_000, 1_000_002)
+from bench_scenes import CHECKPOINT, SETTINGS, SEEDS
 
 
 @pytest.fixture(scope="module")
