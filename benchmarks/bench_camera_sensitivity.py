@@ -10,6 +10,9 @@ that regresses towards the average scene does) and ``noise`` (z + s eps, unstruc
 XYZ estimate at sigma 1 (full-video condition, as ``bench_camera_readability --features xyz_estimate``) is scored
 the same way and placed on both curves by its latent MSE; a third curve, ``towards_estimate``, moves the true latents
 that fraction of the way to that estimate (z + a (estimate - z)): how much of the model's error the cameras can take.
+Then where in the estimate that error sits (``parts``): the truth with one part replaced by the estimate's (one latent
+frame; one decoded channel group in frame 0's camera coordinates: x, y lateral, z forward; one decoded frame group),
+and the estimate with its mean error over the prior's 64 training scenes removed (a scene-independent bias).
 One CPU thread, a few minutes.
 
     .venv/bin/python benchmarks/bench_camera_sensitivity.py
@@ -26,6 +29,7 @@ import torch
 
 from bench_tiny_vae import HELD_OUT_SEED, held_out_scene, postopt_scores
 
+PART_CHANNELS = {"x": [0], "y": [1], "z": [2], "xy": [0, 1]}  # decoded pointmap channels, frame 0's camera coordinates
 LEVELS = {"towards_mean": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5), "noise": (0.05, 0.1, 0.2, 0.3, 0.5),
           "towards_estimate": (0.1, 0.2, 0.3, 0.5, 0.75)}
 
@@ -38,22 +42,57 @@ def degrade(latents: torch.Tensor, towards: torch.Tensor, kind: str, level: floa
     return latents + level * (towards - latents)
 
 
+def substitute(truth: torch.Tensor, estimate: torch.Tensor, dim: int, index: list[int]) -> torch.Tensor:
+    """``truth`` with the entries ``index`` along ``dim`` taken from ``estimate`` (same shape): one part of the error."""
+    mixed = truth.clone()
+    selector = [slice(None)] * truth.dim()
+    selector[dim] = index
+    mixed[tuple(selector)] = estimate[tuple(selector)]
+    return mixed
+
+
 @torch.no_grad()
-def score_latents(vae, latents: torch.Tensor, truth: torch.Tensor, true_xyz: torch.Tensor, scenes: list, norms: list,
-                  iterations: int) -> dict:
-    """Mean latent MSE, XYZ L1 (on [-1, 1]) against the decoded truth ``true_xyz`` (N, 3, F, H, W), depth Abs Rel and
-    ATE of (N, 16, f, h, w) latents over the scenes."""
-    from one4d.encoding import decode_latents
+def score_pointmaps(decoded: torch.Tensor, true_xyz: torch.Tensor, scenes: list, norms: list, iterations: int) -> dict:
+    """XYZ L1 (on [-1, 1]) against the decoded truth ``true_xyz``, depth Abs Rel and ATE of decoded normalised
+    pointmaps (N, 3, F, H, W), post-optimised and scored per scene as the demo does, means over the scenes."""
     from one4d.geometry import denormalize_pointmaps
 
-    decoded = decode_latents(vae, latents)  # (N, 3, F, H, W)
     rows = []
     for index, (scene, norm) in enumerate(zip(scenes, norms)):
         pointmaps = denormalize_pointmaps(decoded[index].permute(1, 2, 3, 0), *norm)  # (F, H, W, 3)
         rows.append(postopt_scores(pointmaps, scene, iterations))
-    return {"latent_mse": float((latents - truth).pow(2).mean()),
-            "xyz_l1_vs_vae_roundtrip": float((decoded - true_xyz).abs().mean()),
+    return {"xyz_l1_vs_vae_roundtrip": float((decoded - true_xyz).abs().mean()),
             "abs_rel": sum(row["abs_rel"] for row in rows) / len(rows), "ate": sum(row["ate"] for row in rows) / len(rows)}
+
+
+@torch.no_grad()
+def score_latents(vae, latents: torch.Tensor, truth: torch.Tensor, true_xyz: torch.Tensor, scenes: list, norms: list,
+                  iterations: int) -> dict:
+    """Mean latent MSE against ``truth`` and :func:`score_pointmaps` of (N, 16, f, h, w) latents, decoded."""
+    from one4d.encoding import decode_latents
+
+    decoded = decode_latents(vae, latents)  # (N, 3, F, H, W)
+    return {"latent_mse": float((latents - truth).pow(2).mean()),
+            **score_pointmaps(decoded, true_xyz, scenes, norms, iterations)}
+
+
+def error_parts(vae, truth, true_xyz, estimate, bias, scenes, norms, iterations):
+    """(name, scores) of the truth with one part of the estimate's error, and of the estimate without its bias."""
+    from one4d.encoding import decode_latents
+
+    decoded = decode_latents(vae, estimate)  # (N, 3, F, H, W)
+    yield "estimate_minus_training_bias", score_latents(vae, estimate - bias, truth, true_xyz, scenes, norms, iterations)
+    for frame in range(truth.shape[2]):
+        mixed = substitute(truth, estimate, 2, [frame])
+        yield f"truth_with_estimated_latent_frame_{frame}", score_latents(vae, mixed, truth, true_xyz, scenes, norms, iterations)
+    for name, channels in PART_CHANNELS.items():
+        mixed = substitute(true_xyz, decoded, 1, channels)
+        yield f"truth_with_estimated_{name}", score_pointmaps(mixed, true_xyz, scenes, norms, iterations)
+    last = true_xyz.shape[2] - 1
+    for name, frames in {"frame_0": [0], "frames_1_to_4": list(range(1, min(5, last + 1))), "frames_5_on": list(range(5, last + 1))}.items():
+        if frames:
+            mixed = substitute(true_xyz, decoded, 2, frames)
+            yield f"truth_with_estimated_{name}", score_pointmaps(mixed, true_xyz, scenes, norms, iterations)
 
 
 def main() -> None:
@@ -81,7 +120,8 @@ def main() -> None:
     scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
     truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (N, 16, f, h, w)
     true_xyz = decode_latents(vae, truth)  # (N, 3, F, H, W): the VAE ceiling's pointmaps
-    mean = encode_video(vae, torch.cat([held_out_scene(seed, settings)[2] for seed in range(PRIOR_SCENES)])).mean(0, keepdim=True)
+    prior_latents = encode_video(vae, torch.cat([held_out_scene(seed, settings)[2] for seed in range(PRIOR_SCENES)]))
+    mean = prior_latents.mean(0, keepdim=True)  # (1, 16, f, h, w)
     prior = training_prior(settings["num_frames"], settings["height"], settings["width"])
     mean_path = sum(pose_metrics(prior.camera_to_world, true_camera_path(scene))["ate"] for scene in scenes) / len(scenes)
     print(json.dumps({"held_out_scenes": args.scenes, "no_input_mean_path_ate": round(mean_path, 4),
@@ -94,8 +134,15 @@ def main() -> None:
             scores = score_latents(vae, degraded, truth, true_xyz, scenes, norms, args.iterations)
             print(json.dumps({"degradation": kind, "level": level, **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
     scores = score_latents(vae, estimate, truth, true_xyz, scenes, norms, args.iterations)
-    print(json.dumps({"degradation": "one4d_one_step_estimate", "checkpoint": str(checkpoint), **{k: round(v, 4) for k, v in scores.items()},
-                      "seconds": round(time.perf_counter() - started)}), flush=True)
+    print(json.dumps({"degradation": "one4d_one_step_estimate", "checkpoint": str(checkpoint), **{k: round(v, 4) for k, v in scores.items()}}),
+          flush=True)
+    bias = (branch_features(checkpoint, encoders, range(PRIOR_SCENES), settings, "xyz_estimate") - prior_latents).mean(0, keepdim=True)
+    print(json.dumps({"training_bias_energy": round(float(bias.pow(2).mean()), 4),
+                      "estimate_error_energy_per_latent_frame": [round(float((estimate - truth)[:, :, k].pow(2).mean()), 4)
+                                                                 for k in range(truth.shape[2])]}), flush=True)
+    for name, scores in error_parts(vae, truth, true_xyz, estimate, bias, scenes, norms, args.iterations):
+        print(json.dumps({"part": name, **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
+    print(json.dumps({"seconds": round(time.perf_counter() - started)}), flush=True)
 
 
 if __name__ == "__main__":

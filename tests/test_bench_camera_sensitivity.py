@@ -37,3 +37,32 @@ def test_true_latents_score_the_vae_ceiling_and_the_mean_latent_scores_worse(ben
     assert exact["latent_mse"] == 0 and exact["xyz_l1_vs_vae_roundtrip"] == 0 and exact["abs_rel"] < 0.03
     assert exact["ate"] < 0.05  # the VAE ceiling's cameras (0.032 on these two 5-frame scenes; 0.026 on the demo's 10)
     assert blurred["latent_mse"] > 0 and blurred["abs_rel"] > 2 * exact["abs_rel"]
+
+
+def test_substitute_takes_only_the_named_part(bench):
+    truth, estimate = torch.zeros(2, 3, 4, 2, 2), torch.ones(2, 3, 4, 2, 2)
+    mixed = bench.substitute(truth, estimate, 1, [0, 1])  # channels x and y
+    assert mixed[:, :2].eq(1).all() and mixed[:, 2].eq(0).all() and truth.eq(0).all()
+    mixed = bench.substitute(truth, estimate, 2, [3])  # the last frame
+    assert mixed[:, :, 3].eq(1).all() and mixed[:, :, :3].eq(0).all()
+
+
+def test_error_parts_each_carry_part_of_the_error(bench):
+    from one4d.encoding import decode_latents, encode_video, load_encoders
+
+    vae = load_encoders(str(CHECKPOINT / "base")).vae.eval()
+    held_out = [bench.held_out_scene(seed, SETTINGS) for seed in SEEDS]
+    scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
+    truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (2, 16, 2, 12, 16)
+    true_xyz = decode_latents(vae, truth)
+    estimate = truth.mean(0, keepdim=True).expand_as(truth)  # a model that ignores its input
+    whole = bench.score_latents(vae, estimate, truth, true_xyz, scenes, norms, iterations=5)
+    parts = dict(bench.error_parts(vae, truth, true_xyz, estimate, torch.zeros_like(truth[:1]), scenes, norms, iterations=5))
+    assert sorted(parts) == sorted(["estimate_minus_training_bias", "truth_with_estimated_latent_frame_0", "truth_with_estimated_latent_frame_1",
+                                    "truth_with_estimated_x", "truth_with_estimated_y", "truth_with_estimated_z", "truth_with_estimated_xy",
+                                    "truth_with_estimated_frame_0", "truth_with_estimated_frames_1_to_4"])
+    assert parts["estimate_minus_training_bias"] == whole  # a zero bias leaves the estimate
+    for name, scores in parts.items():
+        if name != "estimate_minus_training_bias":
+            assert 0 < scores["xyz_l1_vs_vae_roundtrip"] < whole["xyz_l1_vs_vae_roundtrip"], name
+    assert parts["truth_with_estimated_z"]["abs_rel"] > 2 * parts["truth_with_estimated_xy"]["abs_rel"]  # depth is the z channel
