@@ -11,8 +11,9 @@ XYZ estimate at sigma 1 (full-video condition, as ``bench_camera_readability --f
 the same way and placed on both curves by its latent MSE; a third curve, ``towards_estimate``, moves the true latents
 that fraction of the way to that estimate (z + a (estimate - z)): how much of the model's error the cameras can take.
 Then where in the estimate that error sits (``parts``): the truth with one part replaced by the estimate's (one latent
-frame; one decoded channel group in frame 0's camera coordinates: x, y lateral, z forward; one decoded frame group),
-and the estimate with its mean error over the prior's 64 training scenes removed (a scene-independent bias).
+frame; one decoded channel group in frame 0's camera coordinates: x, y lateral, z forward; one decoded frame group;
+the error's component along each pixel's true ray, which changes depth only, or across it, which moves the point off
+its ray), and the estimate with its mean error over the prior's 64 training scenes removed (a scene-independent bias).
 One CPU thread, a few minutes.
 
     .venv/bin/python benchmarks/bench_camera_sensitivity.py
@@ -51,6 +52,15 @@ def substitute(truth: torch.Tensor, estimate: torch.Tensor, dim: int, index: lis
     return mixed
 
 
+def ray_split(error: torch.Tensor, points: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pointmap error (3, F, H, W) split into its components along and across each pixel's true ray, the ray from the
+    frame's true camera centre (F, 3) through the true point (3, F, H, W); all in one similarity frame."""
+    ray = points - centres.T[:, :, None, None]  # (3, F, H, W)
+    ray = ray / ray.norm(dim=0, keepdim=True).clamp_min(1e-9)
+    along = (error * ray).sum(0, keepdim=True) * ray
+    return along, error - along
+
+
 @torch.no_grad()
 def score_pointmaps(decoded: torch.Tensor, true_xyz: torch.Tensor, scenes: list, norms: list, iterations: int) -> dict:
     """XYZ L1 (on [-1, 1]) against the decoded truth ``true_xyz``, depth Abs Rel and ATE of decoded normalised
@@ -78,6 +88,7 @@ def score_latents(vae, latents: torch.Tensor, truth: torch.Tensor, true_xyz: tor
 
 def error_parts(vae, truth, true_xyz, estimate, bias, scenes, norms, iterations):
     """(name, scores) of the truth with one part of the estimate's error, and of the estimate without its bias."""
+    from one4d.demo import true_camera_path
     from one4d.encoding import decode_latents
 
     decoded = decode_latents(vae, estimate)  # (N, 3, F, H, W)
@@ -87,6 +98,14 @@ def error_parts(vae, truth, true_xyz, estimate, bias, scenes, norms, iterations)
         yield f"truth_with_estimated_latent_frame_{frame}", score_latents(vae, mixed, truth, true_xyz, scenes, norms, iterations)
     for name, channels in PART_CHANNELS.items():
         mixed = substitute(true_xyz, decoded, 1, channels)
+        yield f"truth_with_estimated_{name}", score_pointmaps(mixed, true_xyz, scenes, norms, iterations)
+    for name in ("along_ray", "across_ray"):
+        mixed = true_xyz.clone()
+        for index, (scene, (centre, scale)) in enumerate(zip(scenes, norms)):
+            points = ((scene.pointmaps - centre) / scale).permute(3, 0, 1, 2)  # (3, F, H, W), unclamped
+            centres = (true_camera_path(scene)[:, :3, 3].to(points) - centre) / scale  # (F, 3)
+            along, across = ray_split(decoded[index] - true_xyz[index], points, centres)
+            mixed[index] += along if name == "along_ray" else across
         yield f"truth_with_estimated_{name}", score_pointmaps(mixed, true_xyz, scenes, norms, iterations)
     last = true_xyz.shape[2] - 1
     for name, frames in {"frame_0": [0], "frames_1_to_4": list(range(1, min(5, last + 1))), "frames_5_on": list(range(5, last + 1))}.items():

@@ -60,9 +60,19 @@ def test_error_parts_each_carry_part_of_the_error(bench):
     parts = dict(bench.error_parts(vae, truth, true_xyz, estimate, torch.zeros_like(truth[:1]), scenes, norms, iterations=5))
     assert sorted(parts) == sorted(["estimate_minus_training_bias", "truth_with_estimated_latent_frame_0", "truth_with_estimated_latent_frame_1",
                                     "truth_with_estimated_x", "truth_with_estimated_y", "truth_with_estimated_z", "truth_with_estimated_xy",
-                                    "truth_with_estimated_frame_0", "truth_with_estimated_frames_1_to_4"])
+                                    "truth_with_estimated_frame_0", "truth_with_estimated_frames_1_to_4",
+                                    "truth_with_estimated_along_ray", "truth_with_estimated_across_ray"])
     assert parts["estimate_minus_training_bias"] == whole  # a zero bias leaves the estimate
     for name, scores in parts.items():
         if name != "estimate_minus_training_bias":
             assert 0 < scores["xyz_l1_vs_vae_roundtrip"] < whole["xyz_l1_vs_vae_roundtrip"], name
     assert parts["truth_with_estimated_z"]["abs_rel"] > 2 * parts["truth_with_estimated_xy"]["abs_rel"]  # depth is the z channel
+    assert parts["truth_with_estimated_along_ray"]["ate"] < 0.05  # moving points along their rays leaves the cameras
+
+
+def test_ray_split_separates_depth_from_off_ray_error(bench):
+    points = torch.tensor([[0.0, 0.0, 2.0], [1.0, 0.0, 1.0]]).T.reshape(3, 1, 1, 2)  # (3, F=1, H=1, W=2)
+    centres = torch.zeros(1, 3)
+    along, across = bench.ray_split(torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 1.0]]).T.reshape(3, 1, 1, 2), points, centres)
+    assert torch.allclose(along[:, 0, 0, 0], torch.tensor([0.0, 0.0, 0.5])) and torch.allclose(across[:, 0, 0, 0], torch.zeros(3))
+    assert torch.allclose(along[:, 0, 0, 1], torch.tensor([0.5, 0.0, 0.5])) and torch.allclose(across[:, 0, 0, 1], torch.tensor([-0.5, 0.0, 0.5]))
