@@ -99,19 +99,20 @@ def error_parts(vae, truth, true_xyz, estimate, bias, scenes, norms, iterations)
     for name, channels in PART_CHANNELS.items():
         mixed = substitute(true_xyz, decoded, 1, channels)
         yield f"truth_with_estimated_{name}", score_pointmaps(mixed, true_xyz, scenes, norms, iterations)
-    for name in ("along_ray", "across_ray"):
-        mixed = true_xyz.clone()
-        for index, (scene, (centre, scale)) in enumerate(zip(scenes, norms)):
-            points = ((scene.pointmaps - centre) / scale).permute(3, 0, 1, 2)  # (3, F, H, W), unclamped
-            centres = (true_camera_path(scene)[:, :3, 3].to(points) - centre) / scale  # (F, 3)
-            along, across = ray_split(decoded[index] - true_xyz[index], points, centres)
-            mixed[index] += along if name == "along_ray" else across
+    along_ray, across_ray = true_xyz.clone(), true_xyz.clone()
+    for index, (scene, (centre, scale)) in enumerate(zip(scenes, norms)):
+        points = ((scene.pointmaps - centre) / scale).permute(3, 0, 1, 2)  # (3, F, H, W), unclamped
+        centres = (true_camera_path(scene)[:, :3, 3].to(points) - centre) / scale  # (F, 3)
+        along, across = ray_split(decoded[index] - true_xyz[index], points, centres)
+        along_ray[index] += along
+        across_ray[index] += across
+    for name, mixed in (("along_ray", along_ray), ("across_ray", across_ray)):
         yield f"truth_with_estimated_{name}", score_pointmaps(mixed, true_xyz, scenes, norms, iterations)
-    last = true_xyz.shape[2] - 1
-    for name, frames in {"frame_0": [0], "frames_1_to_4": list(range(1, min(5, last + 1))), "frames_5_on": list(range(5, last + 1))}.items():
-        if frames:
-            mixed = substitute(true_xyz, decoded, 2, frames)
-            yield f"truth_with_estimated_{name}", score_pointmaps(mixed, true_xyz, scenes, norms, iterations)
+    stride, frames = vae.config.scale_factor_temporal, true_xyz.shape[2]
+    for latent_frame in range(truth.shape[2]):  # the frames each latent frame decodes to: 0, then `stride` at a time
+        group = [0] if latent_frame == 0 else list(range(1 + stride * (latent_frame - 1), min(1 + stride * latent_frame, frames)))
+        name = "frame_0" if latent_frame == 0 else f"frames_{group[0]}_to_{group[-1]}"
+        yield f"truth_with_estimated_{name}", score_pointmaps(substitute(true_xyz, decoded, 2, group), true_xyz, scenes, norms, iterations)
 
 
 def main() -> None:

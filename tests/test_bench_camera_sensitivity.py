@@ -14,6 +14,17 @@ def bench(benchmarks_importable):
     return bench_camera_sensitivity
 
 
+@pytest.fixture(scope="module")
+def held_out(bench):
+    """The shipped VAE, two held-out scenes, their normalisations, true XYZ latents and the VAE's decoded truth."""
+    from one4d.encoding import decode_latents, encode_video, load_encoders
+
+    vae = load_encoders(str(CHECKPOINT / "base")).vae.eval()
+    rendered = [bench.held_out_scene(seed, SETTINGS) for seed in SEEDS]
+    truth = encode_video(vae, torch.cat([item[2] for item in rendered]))  # (2, 16, 2, 12, 16)
+    return vae, [item[0] for item in rendered], [item[3] for item in rendered], truth, decode_latents(vae, truth)
+
+
 def test_degradations_are_what_their_names_say(bench):
     latents, mean = torch.randn(2, 16, 2, 3, 4), torch.randn(1, 16, 2, 3, 4)
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
@@ -23,14 +34,8 @@ def test_degradations_are_what_their_names_say(bench):
     assert torch.allclose(large, 5 * small, atol=1e-6)  # the same seeded draw, scaled
 
 
-def test_true_latents_score_the_vae_ceiling_and_the_mean_latent_scores_worse(bench):
-    from one4d.encoding import decode_latents, encode_video, load_encoders
-
-    vae = load_encoders(str(CHECKPOINT / "base")).vae.eval()
-    held_out = [bench.held_out_scene(seed, SETTINGS) for seed in SEEDS]
-    scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
-    truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (2, 16, 2, 12, 16)
-    true_xyz = decode_latents(vae, truth)
+def test_true_latents_score_the_vae_ceiling_and_the_mean_latent_scores_worse(bench, held_out):
+    vae, scenes, norms, truth, true_xyz = held_out
     exact = bench.score_latents(vae, truth, truth, true_xyz, scenes, norms, iterations=5)
     blurred = bench.score_latents(vae, truth.mean(0, keepdim=True).expand_as(truth), truth, true_xyz, scenes, norms, iterations=5)
     print(exact, blurred)
@@ -47,14 +52,8 @@ def test_substitute_takes_only_the_named_part(bench):
     assert mixed[:, :, 3].eq(1).all() and mixed[:, :, :3].eq(0).all()
 
 
-def test_error_parts_each_carry_part_of_the_error(bench):
-    from one4d.encoding import decode_latents, encode_video, load_encoders
-
-    vae = load_encoders(str(CHECKPOINT / "base")).vae.eval()
-    held_out = [bench.held_out_scene(seed, SETTINGS) for seed in SEEDS]
-    scenes, norms = [item[0] for item in held_out], [item[3] for item in held_out]
-    truth = encode_video(vae, torch.cat([item[2] for item in held_out]))  # (2, 16, 2, 12, 16)
-    true_xyz = decode_latents(vae, truth)
+def test_error_parts_each_carry_part_of_the_error(bench, held_out):
+    vae, scenes, norms, truth, true_xyz = held_out
     estimate = truth.mean(0, keepdim=True).expand_as(truth)  # a model that ignores its input
     whole = bench.score_latents(vae, estimate, truth, true_xyz, scenes, norms, iterations=5)
     parts = dict(bench.error_parts(vae, truth, true_xyz, estimate, torch.zeros_like(truth[:1]), scenes, norms, iterations=5))
