@@ -1,6 +1,12 @@
 """Training throughput of the tiny preset on CPU: steps per second from the latent cache vs from raw clips.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_train.py --steps 30
+
+``--stage tiny_one4d`` (or ``tiny_base``) times a stage of ``make tiny-model`` on its own latent cache
+(``outputs/tiny_model/cache``, written by the build) with the cache reader as it is and as it was before it kept
+its shards open (a shard opened, its header parsed, for every tensor read), alternating the two:
+
+    .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --steps 20 --threads 2
 The GPU measurement of the 14B step (81 x 352 x 624, bf16, checkpointing) needs an H100-class GPU; run
 with --preset wan2.1-fun-14b-inp on one (not done on the 2-core CPU machine).
 """
@@ -12,13 +18,26 @@ from pathlib import Path
 
 import torch
 
+import one4d.training.cache as cache_module
 from one4d.training import Trainer
-from one4d.training.cache import cache_from_config
+from one4d.training.base_model import BaseModelTrainer
+from one4d.training.cache import LatentCacheDataset, cache_from_config
 from one4d.training.testing import compose_train_config, write_synthetic_clips
 
 
+class ReopeningCache(LatentCacheDataset):
+    """The reader before 2026-12-05: every tensor read opened its shard (and parsed its header) again."""
+
+    def read(self, index: int, name: str):
+        try:
+            return super().read(index, name)
+        finally:
+            self._handles.clear()
+
+
 def steps_per_second(overrides: list[str], steps: int) -> float:
-    trainer = Trainer(compose_train_config(overrides + ["train.steps=2"])).setup()
+    cfg = compose_train_config(overrides + ["train.steps=2"])
+    trainer = (BaseModelTrainer if cfg.model.architecture == "base" else Trainer)(cfg).setup()
     trainer.train()  # warm-up
     trainer.cfg.train.steps = 2 + steps
     started = time.perf_counter()
@@ -31,7 +50,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--stage", choices=["tiny_base", "tiny_one4d"], default=None,
+                        help="time this stage of make tiny-model on its cache, new reader against the old")
+    parser.add_argument("--rounds", type=int, default=2, help="with --stage: alternating rounds of each reader")
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.stage:
+        return compare_cache_readers(args)
     folder = Path(tempfile.mkdtemp())
     clips = write_synthetic_clips(folder / "clips", count=4, num_frames=args.frames, size=args.size)
     common = ["experiment=tiny_cpu", "train.report_to=null", "train.progress_bar=false", "train.checkpoint_every=0",
@@ -42,6 +69,25 @@ def main() -> None:
     print(f"tiny preset, {args.frames} frames at {args.size}x{args.size}, batch 1, {torch.get_num_threads()} thread(s)")
     print(f"raw clips : {raw:.2f} steps/s")
     print(f"cache     : {cached:.2f} steps/s  ({cached / raw:.1f}x)")
+
+
+def compare_cache_readers(args) -> None:
+    overrides = [f"experiment={args.stage}", f"run_dir={tempfile.mkdtemp()}/run", "train.log_every=0",
+                 "train.checkpoint_every=0", "train.report_to=null", "train.progress_bar=false"]
+    rates = {"kept open": [], "reopened per read": []}
+    for _ in range(args.rounds):
+        for name, reader in (("reopened per read", ReopeningCache), ("kept open", LatentCacheDataset)):
+            cache_module.LatentCacheDataset = reader
+            try:
+                rates[name].append(steps_per_second(overrides, args.steps))
+            finally:
+                cache_module.LatentCacheDataset = LatentCacheDataset
+    print(f"{args.stage} on its cache, batch {compose_train_config(overrides).train.batch_size}, {torch.get_num_threads()} thread(s), "
+          f"{args.steps} steps x {args.rounds} rounds")
+    old = max(rates["reopened per read"])  # each reader's best round: the least disturbed by the machine
+    for name, values in rates.items():
+        print(f"{name:18s}: {1 / max(values):.3f} s/step (rounds: {', '.join(f'{1 / v:.3f}' for v in values)}; "
+              f"{max(values) / old:.2f}x the old reader's steps/s)")
 
 
 if __name__ == "__main__":
