@@ -6,7 +6,8 @@
 (``outputs/tiny_model/cache``, written by the build) with the cache reader as it is and as it was before it kept
 its shards open (a shard opened, its header parsed, for every tensor read), alternating the two:
 
-    .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --steps 20 --threads 2
+    .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --steps 30 --rounds 3 --threads 2
+
 The GPU measurement of the 14B step (81 x 352 x 624, bf16, checkpointing) needs an H100-class GPU; run
 with --preset wan2.1-fun-14b-inp on one (not done on the 2-core CPU machine).
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 import one4d.training.cache as cache_module
+from one4d.models import BASE_ARCHITECTURE
 from one4d.training import Trainer
 from one4d.training.base_model import BaseModelTrainer
 from one4d.training.cache import LatentCacheDataset, cache_from_config
@@ -37,7 +39,7 @@ class ReopeningCache(LatentCacheDataset):
 
 def steps_per_second(overrides: list[str], steps: int) -> float:
     cfg = compose_train_config(overrides + ["train.steps=2"])
-    trainer = (BaseModelTrainer if cfg.model.architecture == "base" else Trainer)(cfg).setup()
+    trainer = (BaseModelTrainer if cfg.model.architecture == BASE_ARCHITECTURE else Trainer)(cfg).setup()
     trainer.train()  # warm-up
     trainer.cfg.train.steps = 2 + steps
     started = time.perf_counter()
