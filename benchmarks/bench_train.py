@@ -20,11 +20,9 @@ from pathlib import Path
 import torch
 
 import one4d.training.cache as cache_module
-from one4d.models import BASE_ARCHITECTURE
-from one4d.training import Trainer
-from one4d.training.base_model import BaseModelTrainer
 from one4d.training.cache import LatentCacheDataset, cache_from_config
 from one4d.training.testing import compose_train_config, write_synthetic_clips
+from one4d.training.trainer import trainer_class
 
 
 class ReopeningCache(LatentCacheDataset):
@@ -39,7 +37,7 @@ class ReopeningCache(LatentCacheDataset):
 
 def steps_per_second(overrides: list[str], steps: int) -> float:
     cfg = compose_train_config(overrides + ["train.steps=2"])
-    trainer = (BaseModelTrainer if cfg.model.architecture == BASE_ARCHITECTURE else Trainer)(cfg).setup()
+    trainer = trainer_class(cfg)(cfg).setup()
     trainer.train()  # warm-up
     trainer.cfg.train.steps = 2 + steps
     started = time.perf_counter()

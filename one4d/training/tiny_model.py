@@ -183,14 +183,11 @@ def path_overrides(out: Path, work: Path, run: str) -> list[str]:
 
 def train_stage(experiment: str, overrides: list[str]):
     """Compose ``experiment`` and train it from scratch; returns the trainer (its model) and the loss history."""
-    from one4d.models import BASE_ARCHITECTURE
-
-    from .base_model import BaseModelTrainer
-    from .trainer import Trainer
+    from .trainer import trainer_class
 
     cfg = compose_train_config([f"experiment={experiment}", *overrides])
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
-    trainer = (BaseModelTrainer if cfg.model.architecture == BASE_ARCHITECTURE else Trainer)(cfg).setup()
+    trainer = trainer_class(cfg)(cfg).setup()
     history = trainer.train()["losses"]
     return trainer, history
 

@@ -504,19 +504,24 @@ def continue_command(run_dir, overrides) -> str:
                      "train.resume=latest"])
 
 
-def run(cfg, overrides: list[str] | None = None) -> dict:
-    """Build a trainer from a composed config and train (the body of ``scripts/train.py``).
-
-    ``model.architecture=base`` trains the plain Wan base (the tiny model's stage 1); anything else a joint model.
-    ``overrides``: the command line's, to print the command that continues this run at the end.
-    """
+def trainer_class(cfg) -> type[Trainer]:
+    """The trainer of a composed config: ``model.architecture=base`` trains the plain Wan base (the tiny model's
+    stage 1, :class:`one4d.training.base_model.BaseModelTrainer`); anything else a joint model (:class:`Trainer`)."""
     from one4d.models import BASE_ARCHITECTURE
 
     if cfg.model.architecture == BASE_ARCHITECTURE:
-        from .base_model import BaseModelTrainer as trainer_class
-    else:
-        trainer_class = Trainer
-    trainer = trainer_class(cfg).setup()
+        from .base_model import BaseModelTrainer
+
+        return BaseModelTrainer
+    return Trainer
+
+
+def run(cfg, overrides: list[str] | None = None) -> dict:
+    """Build a trainer from a composed config (:func:`trainer_class`) and train (the body of ``scripts/train.py``).
+
+    ``overrides``: the command line's, to print the command that continues this run at the end.
+    """
+    trainer = trainer_class(cfg)(cfg).setup()
     try:
         result = trainer.train()
     finally:
