@@ -99,6 +99,7 @@ def one_step_errors(model, inputs: dict, joint: bool, sigmas=(1.0, 0.8, 0.5)) ->
 
 
 def main() -> None:
+    from one4d.demo import checkpoint_preset
     from one4d.encoding import load_encoders
     from one4d.models import WanBaseModel
     from one4d.pipeline import load_pipeline
@@ -116,8 +117,9 @@ def main() -> None:
     settings = {"num_frames": trained_at["num_frames"], "height": trained_at["height"], "width": trained_at["width"]}
     encoders = load_encoders(str(checkpoint / "base"))
     inputs = held_out_inputs(encoders, settings, args.scenes, args.first_seed)
-    base = WanBaseModel(load_base_transformer(checkpoint / "base", preset="demo")).eval()
-    joint = load_pipeline(preset="demo", components=str(checkpoint / "base"), state=args.state or str(checkpoint / "one4d")).transformer.eval()
+    preset = checkpoint_preset(checkpoint)
+    base = WanBaseModel(load_base_transformer(checkpoint / "base", preset=preset)).eval()
+    joint = load_pipeline(preset=preset, components=str(checkpoint / "base"), state=args.state or str(checkpoint / "one4d")).transformer.eval()
     report = {"base": one_step_errors(base, inputs, joint=False), "one4d": one_step_errors(joint, inputs, joint=True)}
     print(json.dumps(report, indent=1))
 

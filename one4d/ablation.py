@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from one4d.demo import CHECKPOINT, DemoSettings, run_task
+from one4d.demo import CHECKPOINT, DemoSettings, checkpoint_preset, load_demo_pipeline, run_task
 
 ARCHITECTURES = ("dlc", "channel_concat", "spatial_concat")
 HELD_OUT_SEED = 2_000_000
@@ -73,6 +73,7 @@ def train_architecture(architecture: str, checkpoint: Path, work: Path, steps: i
     started = time.perf_counter()
     trainer, history = train_stage("tiny_one4d", [
         *path_overrides(checkpoint, work.parent, f"ablation/{architecture}"), f"model.transformer={checkpoint / 'base'}",
+        f"model.preset={checkpoint_preset(checkpoint)}",
         f"model.architecture={architecture}", f"train.steps={steps}", "train.checkpoint_every=0", *overrides,
     ])
     folder = save_trainable_state(trainer.unwrapped_model(), work / architecture / "state")
@@ -86,20 +87,19 @@ def run_ablation(checkpoint: str | Path = CHECKPOINT, work: str | Path = "output
 
     ``settings``: size and sampler settings of the held-out evaluation (default: the demo's).
     """
-    from one4d.pipeline import load_pipeline
     from one4d.models import WanBaseModel
     from one4d.weights import load_base_transformer
 
     checkpoint, work = Path(checkpoint), Path(work)
     settings = settings or DemoSettings()
     dataset = held_out_cache(checkpoint, work, held_out, settings)
-    base = WanBaseModel(load_base_transformer(checkpoint / "base", preset="demo")).eval()
+    base = WanBaseModel(load_base_transformer(checkpoint / "base", preset=checkpoint_preset(checkpoint))).eval()
     results = {"base_rgb_loss": rgb_flow_loss(lambda rgb, xyz, t, text, image: base(rgb, t, text, image), dataset),
                "steps": steps, "held_out_clips": held_out, "architectures": {}}
     log(f"base model RGB flow loss on held-out clips: {results['base_rgb_loss']:.4f}")
     for architecture in ARCHITECTURES:
         folder, record = train_architecture(architecture, checkpoint, work, steps, list(overrides))
-        pipe = load_pipeline(preset="demo", components=str(checkpoint / "base"), state=str(folder), flow_shift=settings.flow_shift)
+        pipe = load_demo_pipeline(checkpoint, settings, state=folder)
         model = pipe.transformer
         record["rgb_loss"] = rgb_flow_loss(lambda rgb, xyz, t, text, image: model(rgb, xyz, t, text, image)[0], dataset)
         depth, record["failed_scenes"] = [], 0

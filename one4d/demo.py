@@ -497,14 +497,21 @@ def wrong_input_seed(seeds: tuple, index: int) -> int:
     return other if other != seeds[index] else seeds[index] + 1
 
 
-def load_demo_pipeline(checkpoint: Path, settings: DemoSettings):
-    """The checkpoint's pipeline, with the preset its ``sampling.json`` names (``demo`` without one)."""
-    from one4d.pipeline import load_pipeline
+def checkpoint_preset(checkpoint: str | Path) -> str:
+    """The base preset a tiny-model folder's ``sampling.json`` names (``demo`` without one): the demo, the ablation
+    and the benchmarks load the checkpoint's own base shapes, so a build of another preset is measured as it is."""
     from one4d.sampling_file import read_sampling_file
 
     record = read_sampling_file(checkpoint) or {"model": {}}
-    return load_pipeline(preset=record["model"].get("preset") or "demo", components=str(checkpoint / "base"),
-                         state=str(checkpoint / "one4d"), scheduler="unipc", flow_shift=settings.flow_shift)
+    return record["model"].get("preset") or "demo"
+
+
+def load_demo_pipeline(checkpoint: Path, settings: DemoSettings, state: str | Path | None = None):
+    """The checkpoint's pipeline (its ``one4d/`` state unless ``state`` is given), with its preset."""
+    from one4d.pipeline import load_pipeline
+
+    return load_pipeline(preset=checkpoint_preset(checkpoint), components=str(Path(checkpoint) / "base"),
+                         state=str(state or Path(checkpoint) / "one4d"), scheduler="unipc", flow_shift=settings.flow_shift)
 
 
 def run_demo(out: str | Path = "outputs/demo", checkpoint: str | Path = CHECKPOINT, settings: DemoSettings | None = None,

@@ -1,6 +1,7 @@
 """make tiny-model at micro size: every stage runs through the real trainer and writes loadable checkpoints."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -54,6 +55,33 @@ def test_one4d_stage_loads_into_the_sampler(micro_run):
     pipe = load_pipeline(preset="demo", components=str(root / "out" / "base"), state=str(root / "out" / "one4d"))
     assert pipe.transformer.architecture == "dlc"
     assert any(p.abs().sum() > 0 for name, p in pipe.transformer.links.named_parameters())  # the links trained
+
+
+def test_a_build_of_another_preset_is_demonstrated_ablated_and_probed_with_its_own_base(micro_run, tmp_path, benchmarks_importable):
+    """A one-off base grid is a ``model.preset`` override of the base and One4D stages: sampling.json records it, and
+    the demo, the ablation and the benchmarks load that base instead of assuming ``demo``."""
+    import bench_camera_readability
+    from one4d.ablation import train_architecture
+    from one4d.demo import DemoSettings, checkpoint_preset, load_demo_pipeline
+    from one4d.encoding import load_encoders
+    from one4d.sampling_file import read_sampling_file
+
+    root, _ = micro_run
+    out, work = tmp_path / "out", tmp_path / "work"
+    shutil.copytree(root / "out", out)
+    work.mkdir()
+    for shared in ("clips", "cache"):
+        (work / shared).symlink_to(root / "work" / shared)
+    log = make_tiny_model(stages=["base", "one4d"], out=out, work=work, settings=MICRO, overrides=[*TRAINER, "model.preset=tiny"])
+    assert log["stages"]["one4d"]["preset"] == "tiny" and read_sampling_file(out)["model"]["preset"] == "tiny"
+    assert checkpoint_preset(out) == "tiny" and "preset `tiny`" in (out / "README.md").read_text()
+    pipe = load_demo_pipeline(out, DemoSettings(num_frames=5, height=32, width=32))
+    assert pipe.transformer.base.config.num_attention_heads == 2  # the tiny preset's, not demo's 4
+    folder, _ = train_architecture("channel_concat", out, work / "ablation", 1, TRAINER[:3] + TRAINER[4:])
+    assert (folder / "architecture.json").is_file()
+    settings = {"num_frames": 5, "height": 32, "width": 32}
+    features = bench_camera_readability.branch_features(out, load_encoders(str(out / "base")), [1_000_000], settings, "xyz_branch")
+    assert features.shape[:2] == (1, 32)  # the tiny preset's width (2 heads x 16)
 
 
 def test_unknown_stage_is_refused(tmp_path):

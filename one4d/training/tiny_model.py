@@ -207,7 +207,8 @@ def stage_one4d(settings: dict, out: Path, work: Path, overrides: list[str]) -> 
     folder = out / "one4d"
     shutil.rmtree(folder, ignore_errors=True)
     save_trainable_state(trainer.unwrapped_model(), folder)
-    return {"folder": str(folder), "steps": len(history), "first_loss": history[0], "final_loss": _tail_mean(history)}
+    return {"folder": str(folder), "preset": str(trainer.cfg.model.preset), "steps": len(history), "first_loss": history[0],
+            "final_loss": _tail_mean(history)}
 
 
 STAGE_FUNCTIONS = {"data": stage_data, "vae": stage_vae, "decoder": stage_decoder, "cache": stage_cache, "base": stage_base, "one4d": stage_one4d}
@@ -249,7 +250,7 @@ def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings:
         log["stages"][stage] = record
         log_path.write_text(json.dumps(log, indent=1) + "\n")
         logger.info("stage %s done in %.0f s", stage, record["wall_s"])
-    write_sampling_metadata(out, settings)
+    write_sampling_metadata(out, settings, preset=built_preset(log["stages"]))
     write_readme(out, log)
     from one4d.demo import write_manifest
 
@@ -257,15 +258,21 @@ def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings:
     return log
 
 
-def write_sampling_metadata(out: Path, settings: dict) -> Path:
+def built_preset(stages: dict) -> str:
+    """The base preset of the build: the one its One4D stage trained on (logs from before it was recorded: ``demo``)."""
+    return stages.get("one4d", {}).get("preset", "demo")
+
+
+def write_sampling_metadata(out: Path, settings: dict, preset: str = "demo") -> Path:
     """``<out>/sampling.json``: the preset, weights, training size and the demo's sampler settings, so that
-    ``scripts/sample.py checkpoint=<out>`` alone samples as ``make demo`` does (``one4d.sampling_file``)."""
+    ``scripts/sample.py checkpoint=<out>`` alone samples as ``make demo`` does (``one4d.sampling_file``).
+    ``preset``: the One4D stage's ``model.preset`` (``tiny_one4d.yaml``: ``demo``; another for a one-off base grid)."""
     from one4d.demo import DemoSettings
     from one4d.sampling_file import write_sampling_file
 
     demo = DemoSettings()
     return write_sampling_file(
-        out, state="one4d", model={"preset": "demo", "components": "base", "transformer": None, "dtype": "float32"},
+        out, state="one4d", model={"preset": preset, "components": "base", "transformer": None, "dtype": "float32"},
         trained_at={"num_frames": settings["num_frames"], "height": settings["height"], "width": settings["width"]},
         sampler={"steps": demo.steps, "cfg": demo.guidance_scale, "shift": demo.flow_shift, "scheduler": "unipc",
                  "negative_prompt": ""},  # the tiny tokenizer cannot read Wan's negative prompt; training dropped captions to ""
@@ -284,7 +291,7 @@ def write_readme(out: Path, log: dict) -> Path:
         "| folder | layout | what |",
         "|---|---|---|",
         "| `base/` | diffusers Wan I2V directory (`WanImageToVideoPipeline.save_pretrained`) | tiny `AutoencoderKLWan` (trained, stage 0), "
-        "`WanTransformer3DModel` preset `demo` (trained, stage 1), tiny UMT5 text encoder and CLIP image encoder (seeded random weights, "
+        f"`WanTransformer3DModel` preset `{built_preset(stages)}` (trained, stage 1), tiny UMT5 text encoder and CLIP image encoder (seeded random weights, "
         "NOT trained), T5 tokenizer over a small English vocabulary, UniPC scheduler |",
         "| `one4d/` | One4D trainable state (`trainable_state.safetensors` + `architecture.json`) | DLC: RGB and XYZ LoRAs, control links, "
         "XYZ patch embedding and output head (stage 2) |",
