@@ -8,6 +8,11 @@ its shards open (a shard opened, its header parsed, for every tensor read), alte
 
     .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --steps 30 --rounds 3 --threads 2
 
+With ``--compile`` it times the stage eager against ``train.compile=true`` (inductor, regional: each base block)
+instead, and reports how long the compiling first steps took:
+
+    .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --compile --steps 30 --rounds 2 --threads 2
+
 The GPU measurement of the 14B step (81 x 352 x 624, bf16, checkpointing) needs an H100-class GPU; run
 with --preset wan2.1-fun-14b-inp on one (not done on the 2-core CPU machine).
 """
@@ -35,10 +40,14 @@ class ReopeningCache(LatentCacheDataset):
             self._handles.clear()
 
 
-def steps_per_second(overrides: list[str], steps: int) -> float:
+def steps_per_second(overrides: list[str], steps: int, timings: dict | None = None) -> float:
+    """Steps per second after two warm-up steps (whose seconds go to ``timings["warm_up_s"]``: the compile, if any)."""
     cfg = compose_train_config(overrides + ["train.steps=2"])
     trainer = trainer_class(cfg)(cfg).setup()
+    started = time.perf_counter()
     trainer.train()  # warm-up
+    if timings is not None:
+        timings["warm_up_s"] = time.perf_counter() - started
     trainer.cfg.train.steps = 2 + steps
     started = time.perf_counter()
     trainer.train()
@@ -53,12 +62,13 @@ def main() -> None:
     parser.add_argument("--stage", choices=["tiny_base", "tiny_one4d"], default=None,
                         help="time this stage of make tiny-model on its cache, new reader against the old")
     parser.add_argument("--rounds", type=int, default=2, help="with --stage: alternating rounds of each reader")
+    parser.add_argument("--compile", action="store_true", help="with --stage: eager against train.compile=true")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.stage:
-        return compare_cache_readers(args)
+        return compare_compiled(args) if args.compile else compare_cache_readers(args)
     folder = Path(tempfile.mkdtemp())
     clips = write_synthetic_clips(folder / "clips", count=4, num_frames=args.frames, size=args.size)
     common = ["experiment=tiny_cpu", "train.report_to=null", "train.progress_bar=false", "train.checkpoint_every=0",
@@ -71,9 +81,29 @@ def main() -> None:
     print(f"cache     : {cached:.2f} steps/s  ({cached / raw:.1f}x)")
 
 
+def stage_overrides(stage: str) -> list[str]:
+    return [f"experiment={stage}", f"run_dir={tempfile.mkdtemp()}/run", "train.log_every=0",
+            "train.checkpoint_every=0", "train.report_to=null", "train.progress_bar=false"]
+
+
+def compare_compiled(args) -> None:
+    overrides = stage_overrides(args.stage)
+    rates, warm_up = {"eager": [], "compiled": []}, {"eager": [], "compiled": []}
+    for _ in range(args.rounds):
+        for name, extra in (("eager", []), ("compiled", ["train.compile=true"])):
+            torch._dynamo.reset()  # every compiled round compiles afresh
+            timings = {}
+            rates[name].append(steps_per_second(overrides + extra, args.steps, timings))
+            warm_up[name].append(timings["warm_up_s"])
+    print(f"{args.stage} on its cache, batch {compose_train_config(overrides).train.batch_size}, {torch.get_num_threads()} thread(s), "
+          f"{args.steps} steps x {args.rounds} rounds")
+    for name, values in rates.items():
+        print(f"{name:9s}: {1 / max(values):.3f} s/step (rounds: {', '.join(f'{1 / v:.3f}' for v in values)}; "
+              f"{max(values) / max(rates['eager']):.2f}x eager's steps/s); first two steps {min(warm_up[name]):.0f} s")
+
+
 def compare_cache_readers(args) -> None:
-    overrides = [f"experiment={args.stage}", f"run_dir={tempfile.mkdtemp()}/run", "train.log_every=0",
-                 "train.checkpoint_every=0", "train.report_to=null", "train.progress_bar=false"]
+    overrides = stage_overrides(args.stage)
     rates = {"kept open": [], "reopened per read": []}
     for _ in range(args.rounds):
         for name, reader in (("reopened per read", ReopeningCache), ("kept open", LatentCacheDataset)):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from one4d.pipeline import load_pipeline
-from one4d.pipeline.loading import compile_repeated_blocks
+from one4d.models import compile_repeated_blocks
 
 FRAMES, SIZE = 5, 32
 

@@ -122,6 +122,39 @@ def test_zero_learning_rate_and_indivisible_batch_are_refused(tmp_path):
         check_config(config(tmp_path, "train.global_batch_size=3"), world_size=2)
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_compiled_blocks_train_as_eager_and_compile_only_in_the_first_steps(cache, tmp_path, checkpointing):
+    """train.compile: the same losses as eager (backend eager: dynamo's graphs run as traced, so any difference is a
+    tracing error), every base block compiled, and no new graph after step 2 although both DLC branches, and the
+    checkpoint recompute, call the blocks with the other adapter active (scale/ANCHORS.md section 3.1 item 3)."""
+    from torch._dynamo.utils import counters
+
+    common = [f"data.cache={cache}", f"train.gradient_checkpointing={checkpointing}"]
+    eager = Trainer(config(tmp_path / "eager", *common, "train.steps=5")).setup().train()["losses"]
+    graphs = {}
+    for steps in (2, 5):
+        torch._dynamo.reset()
+        counters.clear()
+        trainer = Trainer(config(tmp_path / f"compiled{steps}", *common, f"train.steps={steps}", "train.compile=true",
+                                 "train.compile_options={backend: eager}")).setup()
+        assert all(block._compiled_call_impl is not None for block in trainer.unwrapped_model().base.blocks)
+        losses = trainer.train()["losses"]
+        graphs[steps] = counters["stats"]["unique_graphs"]
+        assert losses == eager[:steps]
+    assert 0 < graphs[2] == graphs[5], graphs
+
+
+def test_compile_with_default_options_compiles_every_block(cache, tmp_path):
+    """The default (inductor) is what users run; set up only, since inductor compiles for minutes on a CPU."""
+    trainer = Trainer(config(tmp_path, f"data.cache={cache}", "train.compile=true")).setup()
+    assert all(block._compiled_call_impl is not None for block in trainer.unwrapped_model().base.blocks)
+
+
+def test_compile_under_zero3_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="train.compile needs launcher=single, ddp or deepspeed_zero2"):
+        check_config(config(tmp_path, "launcher=deepspeed_zero3", "train.compile=true"), world_size=1)
+
+
 def test_tensorboard_logs_and_validation_videos_are_written(clips, tmp_path):
     cfg = config(tmp_path, f"data.roots=[{clips}]", "train.steps=2", "train.report_to=tensorboard", "train.log_every=1",
                  "train.validate_every=2", "train.validation.num_steps=2")

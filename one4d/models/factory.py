@@ -32,3 +32,17 @@ def build_model(
     if attention_backend is not None:
         model.set_attention_backend(attention_backend)
     return model
+
+
+def compile_repeated_blocks(model, **options) -> None:
+    """``torch.compile`` each block of the base of a joint (or plain base) model, from outside the model (STYLE
+    item 2); the sampler's ``acceleration.compile`` and the trainer's ``train.compile``.
+
+    diffusers' regional compilation (``ModelMixin.compile_repeated_blocks``: every ``WanTransformerBlock`` is
+    compiled alone, so the 40 identical blocks share one compiled graph instead of tracing the whole model).
+    Both DLC branches call the same compiled blocks: the active LoRA adapter is a guard, so each block
+    compiles once per branch; the context-sharing memo (``one4d.models.sharing``) is a graph break.
+    ``options``: ``torch.compile`` keyword arguments (``backend``, ``mode``, ``fullgraph``...). Compiling in place
+    (``nn.Module.compile``) keeps the state-dict keys, so checkpoints do not change.
+    """
+    model.base.compile_repeated_blocks(**options)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from one4d.models import ARCHITECTURES, PRESETS, load_trainable_state, preset_config
+from one4d.models import ARCHITECTURES, PRESETS, compile_repeated_blocks, load_trainable_state, preset_config
 from one4d.models.state import ARCHITECTURE_FILE, STATE_FILE
 
 from one4d.conditioning import UNOBSERVED_FILL
@@ -183,15 +183,3 @@ def load_pipeline(
     if compile_blocks:
         compile_repeated_blocks(pipeline.transformer)
     return pipeline
-
-
-def compile_repeated_blocks(model, **options) -> None:
-    """``torch.compile`` each block of the frozen base, from outside the model (STYLE item 2).
-
-    diffusers' regional compilation (``ModelMixin.compile_repeated_blocks``: every ``WanTransformerBlock`` is
-    compiled alone, so the 40 identical blocks share one compiled graph instead of tracing the whole model).
-    Both DLC branches call the same compiled blocks: the active LoRA adapter is a guard, so each block
-    compiles once per branch; the context-sharing memo (``one4d.models.sharing``) is a graph break.
-    ``options``: ``torch.compile`` keyword arguments (``backend``, ``mode``, ``fullgraph``...).
-    """
-    model.base.compile_repeated_blocks(**options)

@@ -84,6 +84,9 @@ def check_config(cfg, world_size: int) -> int:
         raise ValueError(f"launcher.kind must be single, ddp or deepspeed, got {cfg.launcher.kind!r}")
     if cfg.model.get("base_storage_dtype") and cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3:
         raise ValueError("model.base_storage_dtype (fp8 base) needs launcher=deepspeed_zero2 or ddp: ZeRO-3 partitions the frozen base itself")
+    if train.get("compile") and cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3:
+        raise ValueError("train.compile needs launcher=single, ddp or deepspeed_zero2: ZeRO-3 gathers each block's weights in "
+                         "hooks that a compiled block would trace")
     if cfg.model.get("base_storage_dtype") and cfg.model.architecture == "base":
         raise ValueError("model.base_storage_dtype stores a FROZEN base in fp8; model.architecture=base trains every weight: unset it")
     return batch_size
@@ -127,6 +130,11 @@ class Trainer:
         self.model = self.build_model()
         if cfg.train.gradient_checkpointing:
             self.model.enable_gradient_checkpointing()
+        if cfg.train.get("compile"):  # from outside the model, before the engine wraps it; compiles lazily at step 1
+            from one4d.models import compile_repeated_blocks
+
+            options = cfg.train.get("compile_options")
+            compile_repeated_blocks(self.model, **(OmegaConf.to_container(options, resolve=True) if options else {}))
         self.adapter = self.build_adapter()
         self.optimizer = torch.optim.AdamW(
             self.model.trainable_parameters(), lr=float(cfg.train.lr), betas=tuple(cfg.train.betas),
