@@ -44,6 +44,10 @@ PRESETS: dict[str, dict] = {
         text_dim=32, freq_dim=64, image_dim=32, added_kv_proj_dim=128,
     ),
 }
+# ``demo`` with a token per latent pixel (patch (1, 1, 1) instead of Wan's (1, 2, 2): 12 x 16 tokens per latent frame
+# of the tiny model's 48 x 64 clips, where the 14B model has 30 x 52): the candidate base of benchmarks/
+# RESULTS_tiny_model.md sections 21 and 23, built with ``make_tiny_model.py ... model.preset=demo_patch1``.
+PRESETS["demo_patch1"] = dict(PRESETS["demo"], patch_size=(1, 1, 1))
 
 # Wan's attention processor takes `encoder_hidden_states.shape[1] - 512` as the image token count.
 TEXT_TOKENS = 512
