@@ -11,7 +11,7 @@ its shards open (a shard opened, its header parsed, for every tensor read), alte
 With ``--compile`` it times the stage eager against ``train.compile=true`` (inductor, regional: each base block)
 instead, and reports how long the compiling first steps took:
 
-    .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --compile --steps 30 --rounds 2 --threads 2
+    .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --compile --steps 30 --rounds 3 --threads 2
 
 The GPU measurement of the 14B step (81 x 352 x 624, bf16, checkpointing) needs an H100-class GPU; run
 with --preset wan2.1-fun-14b-inp on one (not done on the 2-core CPU machine).
