@@ -63,11 +63,9 @@ def branch_features(checkpoint: Path, encoders, seeds, settings: dict, branch: s
     or for ``xyz_estimate`` (N, 16, f, h, w), the XYZ latents the model estimates in that one step (x - sigma flow)."""
     from bench_condition_use import held_out_inputs
 
-    from one4d.demo import checkpoint_preset
-    from one4d.pipeline import load_pipeline
+    from one4d.demo import DemoSettings, load_demo_pipeline
 
-    model = load_pipeline(preset=checkpoint_preset(checkpoint), components=str(checkpoint / "base"),
-                          state=str(checkpoint / "one4d")).transformer.eval()
+    model = load_demo_pipeline(checkpoint, DemoSettings()).transformer.eval()
     head = model.xyz_proj_out if branch == "xyz_branch" else model.base.proj_out
     captured = []
     hook = head.register_forward_hook(lambda module, args, output: captured.append(args[0]))

@@ -99,10 +99,9 @@ def one_step_errors(model, inputs: dict, joint: bool, sigmas=(1.0, 0.8, 0.5)) ->
 
 
 def main() -> None:
-    from one4d.demo import checkpoint_preset
+    from one4d.demo import DemoSettings, checkpoint_preset, load_demo_pipeline
     from one4d.encoding import load_encoders
     from one4d.models import WanBaseModel
-    from one4d.pipeline import load_pipeline
     from one4d.weights import load_base_transformer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,9 +116,8 @@ def main() -> None:
     settings = {"num_frames": trained_at["num_frames"], "height": trained_at["height"], "width": trained_at["width"]}
     encoders = load_encoders(str(checkpoint / "base"))
     inputs = held_out_inputs(encoders, settings, args.scenes, args.first_seed)
-    preset = checkpoint_preset(checkpoint)
-    base = WanBaseModel(load_base_transformer(checkpoint / "base", preset=preset)).eval()
-    joint = load_pipeline(preset=preset, components=str(checkpoint / "base"), state=args.state or str(checkpoint / "one4d")).transformer.eval()
+    base = WanBaseModel(load_base_transformer(checkpoint / "base", preset=checkpoint_preset(checkpoint))).eval()
+    joint = load_demo_pipeline(checkpoint, DemoSettings(), state=args.state).transformer.eval()
     report = {"base": one_step_errors(base, inputs, joint=False), "one4d": one_step_errors(joint, inputs, joint=True)}
     print(json.dumps(report, indent=1))
 

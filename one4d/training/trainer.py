@@ -82,9 +82,10 @@ def check_config(cfg, world_size: int) -> int:
         raise ValueError(f"train.batch_size must be at least 1, got {batch_size}")
     if cfg.launcher.kind not in ("single", "ddp", "deepspeed"):
         raise ValueError(f"launcher.kind must be single, ddp or deepspeed, got {cfg.launcher.kind!r}")
-    if cfg.model.get("base_storage_dtype") and cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3:
+    zero3 = cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3
+    if cfg.model.get("base_storage_dtype") and zero3:
         raise ValueError("model.base_storage_dtype (fp8 base) needs launcher=deepspeed_zero2 or ddp: ZeRO-3 partitions the frozen base itself")
-    if train.get("compile") and cfg.launcher.kind == "deepspeed" and int(cfg.launcher.deepspeed.zero_optimization.stage) == 3:
+    if train.get("compile") and zero3:
         raise ValueError("train.compile needs launcher=single, ddp or deepspeed_zero2: ZeRO-3 gathers each block's weights in "
                          "hooks that a compiled block would trace")
     if cfg.model.get("base_storage_dtype") and cfg.model.architecture == "base":
