@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .presets import TEXT_TOKENS
+from .text_padding import collapse_text_padding
 
 XYZ_CHANNELS = 16  # Wan VAE latent channels of a pointmap video
 
@@ -30,6 +31,7 @@ class JointWanModel(nn.Module):
     def __init__(self, base: WanTransformer3DModel):
         super().__init__()
         self.base = base
+        collapse_text_padding(base)  # the prompt's padding attended as one key (one4d.models.text_padding)
         self.gradient_checkpointing = False
 
     # ------------------------------------------------------------------ offered to the trainer

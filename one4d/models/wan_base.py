@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .text_padding import collapse_text_padding
+
 BASE_ARCHITECTURE = "base"
 
 
@@ -16,6 +18,7 @@ class WanBaseModel(nn.Module):
     def __init__(self, base):
         super().__init__()
         self.base = base.requires_grad_(True)
+        collapse_text_padding(base)  # the prompt's padding attended as one key (one4d.models.text_padding)
 
     def forward(self, rgb_input, timestep, encoder_hidden_states, encoder_hidden_states_image=None):
         """Inputs of any float dtype are cast to the base's (diffusers' Wan forward does not cast them itself)."""
