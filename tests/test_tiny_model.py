@@ -6,12 +6,16 @@ import shutil
 import pytest
 import torch
 
+from one4d.demo import checkpoint_preset
+from one4d.training.testing import compose_train_config
 from one4d.training.tiny_model import make_tiny_model
 
 MICRO = dict(num_clips=4, num_frames=5, height=32, width=32, vae_clips=3, vae_steps=2, vae_batch=2, vae_crop=[32, 32],
              decoder_steps=2, decoder_batch=2, vae_frames=5)
+# The shipped recipe compiles its blocks (tiny_base / tiny_one4d: train.compile); dynamo traces them here as it does
+# there, but the eager backend skips inductor's minutes of C++ compilation (tests/test_training.py runs inductor).
 TRAINER = ["data.num_frames=5", "data.height=32", "data.width=32", "train.steps=3", "train.batch_size=2",
-           "train.checkpoint_every=0", "train.warmup_steps=0", "cache_sparse_counts=[2]"]
+           "train.checkpoint_every=0", "train.warmup_steps=0", "cache_sparse_counts=[2]", "train.compile_options={backend: eager}"]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +43,12 @@ def test_base_stage_trains_every_weight_and_writes_a_diffusers_folder(micro_run)
     from one4d.weights import load_base_transformer, load_diffusers_components
 
     root, _ = micro_run
-    trained = load_base_transformer(root / "out" / "base", preset="demo")
+    preset = checkpoint_preset(root / "out")
+    assert preset == compose_train_config(["experiment=tiny_one4d"]).model.preset == "demo_patch1"  # the shipped grid
+    trained = load_base_transformer(root / "out" / "base", preset=preset)
+    assert tuple(trained.config.patch_size) == (1, 1, 1)
     torch.manual_seed(0)
-    initial = build_base_transformer("demo")
+    initial = build_base_transformer(preset)
     changed = [name for name, p in trained.named_parameters() if not torch.equal(p, dict(initial.named_parameters())[name])]
     assert "blocks.0.attn1.to_q.weight" in changed and "proj_out.weight" in changed  # full fine-tuning, not LoRA
     vae = load_diffusers_components(root / "out" / "base", components=("vae",))["vae"]
@@ -52,7 +59,7 @@ def test_one4d_stage_loads_into_the_sampler(micro_run):
     from one4d.pipeline import load_pipeline
 
     root, _ = micro_run
-    pipe = load_pipeline(preset="demo", components=str(root / "out" / "base"), state=str(root / "out" / "one4d"))
+    pipe = load_pipeline(preset=checkpoint_preset(root / "out"), components=str(root / "out" / "base"), state=str(root / "out" / "one4d"))
     assert pipe.transformer.architecture == "dlc"
     assert any(p.abs().sum() > 0 for name, p in pipe.transformer.links.named_parameters())  # the links trained
 
@@ -62,7 +69,7 @@ def test_a_build_of_another_preset_is_demonstrated_ablated_and_probed_with_its_o
     the demo, the ablation and the benchmarks load that base instead of assuming ``demo``."""
     import bench_camera_readability
     from one4d.ablation import train_architecture
-    from one4d.demo import DemoSettings, checkpoint_preset, load_demo_pipeline
+    from one4d.demo import DemoSettings, load_demo_pipeline
     from one4d.encoding import load_encoders
     from one4d.sampling_file import read_sampling_file
 

@@ -45,8 +45,8 @@ PRESETS: dict[str, dict] = {
     ),
 }
 # ``demo`` with a token per latent pixel (patch (1, 1, 1) instead of Wan's (1, 2, 2): 12 x 16 tokens per latent frame
-# of the tiny model's 48 x 64 clips, where the 14B model has 30 x 52): the candidate base of benchmarks/
-# RESULTS_tiny_model.md sections 21 and 23, built with ``make_tiny_model.py ... model.preset=demo_patch1``.
+# of the tiny model's 48 x 64 clips, where the 14B model has 30 x 52): the shipped tiny model's base since 2026-12-06
+# (configs/experiment/tiny_base.yaml; benchmarks/RESULTS_tiny_model.md sections 21, 23-25).
 PRESETS["demo_patch1"] = dict(PRESETS["demo"], patch_size=(1, 1, 1))
 
 # Wan's attention processor takes `encoder_hidden_states.shape[1] - 512` as the image token count.

@@ -11,7 +11,8 @@ Stages (each writes what the next reads; ``--stages`` reruns a subset):
   a clip (the causal decoder must decode every latent frame); the encoder, hence every latent, is unchanged.
   Stage 0 now trains on whole-length 9-frame crops; this stage then polishes the decoder on whole frames at a
   low learning rate (held-out pointmap depth Abs Rel 0.021 -> 0.019; at 5e-4 on crops it made XYZ worse) for
-  3200 steps (1600 more add about +0.1 dB of held-out RGB, RESULTS_tiny_model.md section 15);
+  1600 steps (3200 add about +0.16 dB of held-out RGB, RESULTS_tiny_model.md section 18, but cost the ten minutes
+  the 1 x 1 token grid's transformer stages need within the 90-minute build, section 24);
 * ``cache`` - VAE latents, UMC conditions, UMT5 and CLIP embeddings of every clip (``scripts/cache_latents.py``);
 * ``base``  - stage 1, ``experiment=tiny_base``: the transformer trained on RGB (the "video prior"),
   written into ``<out>/base/transformer``;
@@ -53,7 +54,7 @@ def default_settings() -> dict:
     return dict(
         num_clips=1536, num_frames=9, height=48, width=64, data_seed=0,
         vae_clips=192, vae_steps=4000, vae_lr=2e-3, vae_batch=4, vae_crop=[32, 32], vae_frames=9, vae_kl=1e-4, vae_base_dim=8, vae_spatial_factor=4, vae_residual=True,
-        vae_xyz_repeats=2, decoder_steps=3200, decoder_lr=2e-4, decoder_batch=4, decoder_crop=[12, 16],
+        vae_xyz_repeats=2, decoder_steps=1600, decoder_lr=2e-4, decoder_batch=4, decoder_crop=[12, 16],
         components_seed=0,
     )
 
@@ -266,7 +267,7 @@ def built_preset(stages: dict) -> str:
 def write_sampling_metadata(out: Path, settings: dict, preset: str = "demo") -> Path:
     """``<out>/sampling.json``: the preset, weights, training size and the demo's sampler settings, so that
     ``scripts/sample.py checkpoint=<out>`` alone samples as ``make demo`` does (``one4d.sampling_file``).
-    ``preset``: the One4D stage's ``model.preset`` (``tiny_one4d.yaml``: ``demo``; another for a one-off base grid)."""
+    ``preset``: the One4D stage's ``model.preset`` (``tiny_one4d.yaml``: ``demo_patch1``; another for a one-off base grid)."""
     from one4d.demo import DemoSettings
     from one4d.sampling_file import write_sampling_file
 
