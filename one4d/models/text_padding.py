@@ -8,16 +8,19 @@ a softmax over that key once with log(n) added to its logit (sum_j exp(s) v = ex
 
 * a forward hook on ``condition_embedder`` (outside the compiled blocks) keeps the text rows up to the trailing run
   of identical rows plus one row of that run, rounded up to a multiple of 128 (few shapes, so ``torch.compile``
-  recompiles rarely: the tiny world's captions of 42-94 tokens always keep 128), and records the text and image
-  token counts;
-* :class:`CollapsedPaddingAttnProcessor` on every ``attn2`` gives the kept padding row the additive mask log(n).
+  recompiles rarely: the tiny world's captions of 42-94 tokens always keep 128);
+* :class:`CollapsedPaddingAttnProcessor` on every ``attn2`` reads n from the context's length (512 - kept + 1) and
+  gives the kept padding row the additive mask log(n).
 
-The attention, its output and every gradient are the stock ones (the one row's gradient is the sum over the n
-rows it stands for; the text embedder and projections are per row), to float rounding; under bf16 log(n) is
-rounded like the logits themselves (tests/test_text_padding.py). Worth it where the video has few tokens: the tiny
-model's 144-576 tokens per branch attend 529 context tokens, which was a quarter of a training step
-(BENCHMARKS.md, Training); at the 14B's 32,760 tokens the 512 keys are about 1.5 % of the attention. Backends
-that take no mask (flash, sage) keep the stock path: the hook leaves the context whole.
+The attention, its output and every gradient are the stock ones to float rounding (the one row's gradient is the
+sum over the n rows it stands for; the text embedder and projections are per row; tests/test_text_padding.py).
+Worth it where the video has few tokens: the tiny model's 144-576 tokens per branch attend 529 context tokens,
+which was a quarter of a training step (BENCHMARKS.md, Training); at the 14B's 32,760 tokens the 512 keys are about
+1.5 % of the attention. The hook leaves the context whole, and the stock processor runs, unless the collapse is
+exact: an I2V base (diffusers' processor needs exactly 512 text rows there, so a shorter context is unambiguously
+a collapsed one) given 512 text rows in fp32 (in bf16 the mask's log(n) would be rounded, +1.6 % on the padding's
+weight at n = 385, where fused kernels keep the logits in fp32), on an attention backend that takes a float mask,
+with no active LoRA dropout on ``to_k`` / ``to_v`` (it would draw a different mask per padded row).
 """
 
 from __future__ import annotations
@@ -25,28 +28,29 @@ from __future__ import annotations
 import math
 
 import torch
-from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.attention_dispatch import _AttentionBackendRegistry, dispatch_attention_fn
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, _get_added_kv_projections, _get_qkv_projections
 
 from one4d.parallel.layout import MASK_BACKENDS
+
+from .presets import TEXT_TOKENS
 
 KEPT_STEP = 128  # kept text rows come in multiples of this: one shape for most prompts (and for empty ones)
 
 
 class CollapsedPaddingAttnProcessor(WanAttnProcessor):
-    """Wan's processor; for cross-attention to a collapsed context, the last text key carries log(n).
-
-    ``image_tokens`` and ``text_tokens`` (the context's counts before the collapse) are set by the hook at each
-    forward. A context whose text was not shortened goes the stock way.
-    """
+    """Wan's processor; a context with fewer than 512 text rows (only the hook makes one) attends its last text row
+    as the 512 - kept + 1 padding rows it stands for. ``image_tokens``: the CLIP token count, set by the hook."""
 
     def __init__(self):
         super().__init__()
-        self.image_tokens, self.text_tokens = 0, 0
+        self.image_tokens: int | None = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        kept = None if encoder_hidden_states is None else encoder_hidden_states.shape[1] - self.image_tokens
-        if kept is None or kept >= self.text_tokens:
+        if encoder_hidden_states is None or attn.add_k_proj is None or self.image_tokens is None:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        kept = encoder_hidden_states.shape[1] - self.image_tokens
+        if kept >= TEXT_TOKENS:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         image = encoder_hidden_states[:, :self.image_tokens]  # (B, image, D)
         text = encoder_hidden_states[:, self.image_tokens:]  # (B, kept, D): real rows, then one padding row
@@ -56,17 +60,16 @@ class CollapsedPaddingAttnProcessor(WanAttnProcessor):
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))  # (B, kept, heads, head_dim)
         value = value.unflatten(2, (attn.heads, -1))
         repeats = torch.zeros(kept, dtype=query.dtype, device=query.device)
-        repeats[-1] = math.log(self.text_tokens - kept + 1)  # the last row stands for every padding row cut off
+        repeats[-1] = math.log(TEXT_TOKENS - kept + 1)  # the last row stands for every padding row cut off
         out = dispatch_attention_fn(query, key, value, attn_mask=repeats.expand(1, 1, 1, kept), dropout_p=0.0,
                                     is_causal=False, backend=self._attention_backend, parallel_config=None)
         out = out.flatten(2, 3).type_as(query)  # (B, L, D)
-        if attn.add_k_proj is not None:  # I2V: the image tokens, as the stock processor attends them
-            key_img, value_img = _get_added_kv_projections(attn, image)
-            key_img = attn.norm_added_k(key_img).unflatten(2, (attn.heads, -1))
-            value_img = value_img.unflatten(2, (attn.heads, -1))
-            out_img = dispatch_attention_fn(query, key_img, value_img, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                            backend=self._attention_backend, parallel_config=None)
-            out = out + out_img.flatten(2, 3).type_as(query)
+        key_img, value_img = _get_added_kv_projections(attn, image)  # the image tokens, as the stock processor
+        key_img = attn.norm_added_k(key_img).unflatten(2, (attn.heads, -1))
+        value_img = value_img.unflatten(2, (attn.heads, -1))
+        out_img = dispatch_attention_fn(query, key_img, value_img, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                        backend=self._attention_backend, parallel_config=None)
+        out = out + out_img.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -80,34 +83,51 @@ def kept_text_rows(text: torch.Tensor) -> int:
     return min(kept, tokens)
 
 
-class _CollapseHook:
-    """Forward hook on ``condition_embedder``: shortens its text output and tells the processors the counts."""
+def _backend_name(processor) -> str:
+    """The backend a call will use: the processor's own, else diffusers' active one (``DIFFUSERS_ATTN_BACKEND`` or the
+    last ``set_attention_backend``)."""
+    backend = processor._attention_backend or _AttentionBackendRegistry.get_active_backend()[0]
+    return getattr(backend, "value", backend)
 
-    def __init__(self, processors: list[CollapsedPaddingAttnProcessor]):
-        self.processors = processors
+
+def _lora_dropout_active(attn) -> bool:
+    """Whether a LoRA on the text projections drops out now (training mode, p > 0): padded rows would then differ."""
+    for layer in (attn.to_k, attn.to_v):
+        for dropout in getattr(layer, "lora_dropout", {}).values():  # peft: one per adapter
+            if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0 and dropout.training:
+                return True
+    return False
+
+
+class _CollapseHook:
+    """Forward hook on ``condition_embedder``: shortens its text output when the collapse is exact (module docstring)."""
+
+    def __init__(self, attentions: list, processors: list[CollapsedPaddingAttnProcessor]):
+        self.attentions, self.processors = attentions, processors
 
     def __call__(self, module, args, output):
         temb, timestep_proj, text, image = output
-        if text is None or any((p._attention_backend or "native") not in MASK_BACKENDS for p in self.processors):
+        if (image is None or text.shape[1] != TEXT_TOKENS or text.dtype != torch.float32
+                or any(_backend_name(p) not in MASK_BACKENDS for p in self.processors)
+                or any(_lora_dropout_active(attn) for attn in self.attentions)):
             return output
-        kept = kept_text_rows(text)
         for processor in self.processors:
-            processor.image_tokens = 0 if image is None else image.shape[1]
-            processor.text_tokens = text.shape[1]
-        return temb, timestep_proj, text[:, :kept], image
+            processor.image_tokens = image.shape[1]
+        return temb, timestep_proj, text[:, :kept_text_rows(text)], image
 
 
 def collapse_text_padding(base) -> None:
     """Install the collapse on a ``WanTransformer3DModel`` (once; a second call changes nothing)."""
     if getattr(base, "_one4d_text_padding", False):
         return
-    processors = []
+    attentions, processors = [], []
     for block in base.blocks:
         processor = CollapsedPaddingAttnProcessor()
         previous = block.attn2.processor  # keep a backend or parallel config already set
         processor._attention_backend = getattr(previous, "_attention_backend", None)
         processor._parallel_config = getattr(previous, "_parallel_config", None)
         block.attn2.set_processor(processor)
+        attentions.append(block.attn2)
         processors.append(processor)
-    base.condition_embedder.register_forward_hook(_CollapseHook(processors))
+    base.condition_embedder.register_forward_hook(_CollapseHook(attentions, processors))
     base._one4d_text_padding = True
