@@ -12,7 +12,7 @@ of the demo's 64 training scenes. One CPU thread.
 ``--features`` says what the regressor reads: ``rgb_latents`` (the VAE's, above), ``xyz_latents`` (the VAE's
 latents of the TRUE normalised pointmaps), or the checkpoint's One4D at pure noise (sigma 1, the full-video task's
 condition, as ``bench_condition_use`` builds it): the last hidden states of its XYZ branch (``xyz_branch``, what its
-``proj_out`` turns into XYZ latents) or of its RGB branch (``rgb_branch``), on the (f, h/2, w/2) token grid, or the
+``proj_out`` turns into XYZ latents) or of its RGB branch (``rgb_branch``), on the (f, h/p_h, w/p_w) token grid of its patch size, or the
 XYZ latents it estimates in that step (``xyz_estimate``). Following the camera from the input to the pointmaps says
 where it is lost: a stage that a learned reader still gets it from has it.
 
@@ -59,7 +59,7 @@ FEATURES = ("rgb_latents", "xyz_latents", "xyz_branch", "rgb_branch", "xyz_estim
 
 @torch.no_grad()
 def branch_features(checkpoint: Path, encoders, seeds, settings: dict, branch: str) -> torch.Tensor:
-    """At sigma 1 with the full-video condition: (N, D, f, h/2, w/2), the input of the One4D branch's ``proj_out``,
+    """At sigma 1 with the full-video condition: (N, D, f, h/p_h, w/p_w), the input of the One4D branch's ``proj_out``,
     or for ``xyz_estimate`` (N, 16, f, h, w), the XYZ latents the model estimates in that one step (x - sigma flow)."""
     from bench_condition_use import held_out_inputs
 
@@ -83,9 +83,10 @@ def branch_features(checkpoint: Path, encoders, seeds, settings: dict, branch: s
             captured.clear()
             chunks.append(xyz_noise - xyz_flow)  # (B, 16, f, h, w)
             continue
-        f, h, w = noise.shape[2], noise.shape[3] // 2, noise.shape[4] // 2
+        p_t, p_h, p_w = model.base.config.patch_size
+        f, h, w = noise.shape[2] // p_t, noise.shape[3] // p_h, noise.shape[4] // p_w
         tokens = captured.pop()  # (B, f h w, D)
-        chunks.append(tokens.transpose(1, 2).reshape(len(noise), -1, f, h, w))  # (B, D, f, h/2, w/2)
+        chunks.append(tokens.transpose(1, 2).reshape(len(noise), -1, f, h, w))  # (B, D, f, h/p_h, w/p_w)
     hook.remove()
     return torch.cat(chunks)
 

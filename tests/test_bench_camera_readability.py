@@ -1,6 +1,7 @@
 """benchmarks/bench_camera_readability.py scores cameras the demo's way: a regressor that returns each scene's TRUE
 relative poses rebuilds its path and scores ATE 0 (the 6-D packing and Gram-Schmidt invert each other), one that returns another scene's
-poses scores that path's ATE; the One4D branch features it reads are the (D, f, h/2, w/2) token grid, its XYZ estimate the latent grid."""
+poses scores that path's ATE; the One4D branch features it reads are the (D, f, h/p_h, w/p_w) token grid of the checkpoint's
+preset (one token per latent pixel for the shipped demo_patch1), its XYZ estimate the latent grid."""
 
 import pytest
 import torch
@@ -52,11 +53,16 @@ def test_true_poses_score_zero_and_another_scenes_poses_score_their_ate(bench, e
 
 
 def test_branch_features_are_the_token_grid_and_differ_between_branches(bench, encoders):
+    from one4d.demo import checkpoint_preset
+    from one4d.models import preset_config
+
+    _, patch_h, patch_w = preset_config(checkpoint_preset(CHECKPOINT))["patch_size"]
+    grid = (2, 12 // patch_h, 16 // patch_w)  # latent frames x the 12 x 16 latent grid in tokens
     xyz = bench.branch_features(CHECKPOINT, encoders, SEEDS, SETTINGS, "xyz_branch")
     rgb = bench.branch_features(CHECKPOINT, encoders, SEEDS, SETTINGS, "rgb_branch")
-    assert xyz.shape == rgb.shape == (2, 128, 2, 6, 8)
+    assert xyz.shape == rgb.shape == (2, 128, *grid)
     assert not torch.allclose(xyz, rgb) and not torch.allclose(xyz[0], xyz[1])
-    net = bench.camera_regressor(128, SETTINGS["num_frames"], (2, 6, 8))
+    net = bench.camera_regressor(128, SETTINGS["num_frames"], grid)
     assert net(xyz).shape == (2, 4 * 9)
     # The one-step XYZ estimate is on the latent grid, near the true latents (the model was trained for it) but not them.
     estimate = bench.branch_features(CHECKPOINT, encoders, SEEDS, SETTINGS, "xyz_estimate")

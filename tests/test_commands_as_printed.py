@@ -28,6 +28,7 @@ from one4d.training.tiny_model import default_settings, write_sampling_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "checkpoints" / "tiny"
+SHIPPED_PRESET = compose_train_config(["experiment=tiny_one4d"]).model.preset  # what make tiny-model trains: demo_patch1
 FAST = ["steps=2", "postopt.iterations=2", "progress=false", "ply_stride=0"]
 
 
@@ -63,14 +64,14 @@ def no_loading(monkeypatch):
 
 
 def test_shipped_sampling_file_is_what_make_tiny_model_writes_and_what_the_demo_runs(tmp_path):
-    assert write_sampling_metadata(tmp_path, default_settings()).read_bytes() == (SHIPPED / SAMPLING_FILE).read_bytes()
+    assert write_sampling_metadata(tmp_path, default_settings(), SHIPPED_PRESET).read_bytes() == (SHIPPED / SAMPLING_FILE).read_bytes()
     verify_checkpoint(SHIPPED)  # MANIFEST.json records it too
     metadata = read_sampling_file(SHIPPED)
     demo = DemoSettings()
     assert metadata["trained_at"] == {"num_frames": demo.num_frames, "height": demo.height, "width": demo.width}
     assert metadata["sampler"] == {"steps": demo.steps, "cfg": demo.guidance_scale, "shift": demo.flow_shift,
                                    "scheduler": "unipc", "negative_prompt": ""}
-    assert metadata["model"]["preset"] == "demo" and Path(metadata["model"]["components"]) == SHIPPED / "base"
+    assert metadata["model"]["preset"] == SHIPPED_PRESET == "demo_patch1" and Path(metadata["model"]["components"]) == SHIPPED / "base"
 
 
 def test_the_checkpoint_folder_is_the_whole_command(layout, tmp_path, capsys):
@@ -79,7 +80,7 @@ def test_the_checkpoint_folder_is_the_whole_command(layout, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["num_frames"], summary["height"], summary["width"]) == (9, 48, 64)  # its training size
     settings = summary["settings"]
-    assert settings["model"]["preset"] == "demo" and settings["cfg"] == 1.0 and settings["shift"] == DemoSettings().flow_shift == 30.0  # sample.yaml: 6.0, 3.0
+    assert settings["model"]["preset"] == SHIPPED_PRESET and settings["cfg"] == 1.0 and settings["shift"] == DemoSettings().flow_shift == 30.0  # sample.yaml: 6.0, 3.0
     assert settings["negative_prompt"] == "" and settings["steps"] == 2  # the command line's steps win
     printed = capsys.readouterr().out
     assert "from its sampling.json" in printed and "view it in 4D:" in printed
@@ -100,8 +101,8 @@ def test_a_preset_mismatch_names_the_preset_that_matches(layout, tmp_path, capsy
                   "model.components=tiny", f"out={tmp_path / 'out'}")
     assert code == 2
     error = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
-    assert len(error) == 1 and "another base model" in error[0] and "matches preset 'demo'" in error[0], error
-    assert "model.preset=demo" in error[0]
+    assert len(error) == 1 and "another base model" in error[0] and f"matches preset '{SHIPPED_PRESET}'" in error[0], error
+    assert f"model.preset={SHIPPED_PRESET}" in error[0]
 
 
 def test_training_prints_its_run_and_checkpoints_and_its_checkpoints_sample_alone(clips, layout, tmp_path, capsys):

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from one4d.conditioning import observed_mask
+from one4d.demo import checkpoint_preset
 from one4d.encoding import condition_latents, first_observed_image_embeds
 from one4d.training.cache import LatentCacheDataset, cache_from_config
 from one4d.training.testing import compose_train_config, write_synthetic_clips
@@ -75,7 +76,7 @@ def test_the_sampler_builds_the_trainers_condition(data, observed):
     encoders = trainer.adapter.encoders
     expected = condition_latents(encoders, sample["rgb"][None], mask)  # (1, 20, f, h, w)
     expected_image = first_observed_image_embeds(encoders, sample["rgb"][None], mask)
-    pipe = load_pipeline(preset="demo", components=str(COMPONENTS))
+    pipe = load_pipeline(preset=checkpoint_preset(COMPONENTS.parent), components=str(COMPONENTS))  # the shipped base
     seen = {}
     pipe.transformer.register_forward_pre_hook(lambda module, args: seen.setdefault("args", args))
     frames = ((sample["rgb"] + 1) / 2 * 255).round().to(torch.uint8).permute(1, 2, 3, 0)[observed]  # (K, H, W, 3)
