@@ -47,10 +47,9 @@ class CollapsedPaddingAttnProcessor(WanAttnProcessor):
         self.image_tokens: int | None = None
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
-        if encoder_hidden_states is None or attn.add_k_proj is None or self.image_tokens is None:
-            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        kept = encoder_hidden_states.shape[1] - self.image_tokens
-        if kept >= TEXT_TOKENS:
+        collapsed = encoder_hidden_states is not None and attn.add_k_proj is not None and self.image_tokens is not None
+        kept = encoder_hidden_states.shape[1] - self.image_tokens if collapsed else TEXT_TOKENS
+        if kept >= TEXT_TOKENS:  # self-attention, no image tokens, or a whole context: Wan's own processor
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         image = encoder_hidden_states[:, :self.image_tokens]  # (B, image, D)
         text = encoder_hidden_states[:, self.image_tokens:]  # (B, kept, D): real rows, then one padding row
