@@ -17,6 +17,8 @@ another job holds stall every operation. So on a CPU every entry point uses half
 process may run on (about one per physical core), at least 1 and at most 8, unless told otherwise:
 ``threads=N`` (Hydra scripts) or ``--threads N`` wins, and a set ``OMP_NUM_THREADS`` is left to torch,
 which reads it at start-up (torchrun sets it to 1). With a CUDA device torch's default is kept.
+A job that owns every CPU (the tiny-model build) also keeps its OpenMP threads spinning between operations
+(:func:`spin_waiting_threads`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ def available_cpus() -> int:
 def default_cpu_threads() -> int:
     """Half the available CPUs (about one per physical core), at least 1, at most 8."""
     return max(1, min(MAX_DEFAULT_THREADS, available_cpus() // 2))
+
+
+def spin_waiting_threads() -> str:
+    """Let torch's OpenMP threads spin between parallel regions (``OMP_WAIT_POLICY=ACTIVE``) instead of sleeping after
+    a short spin (libgomp's default): for a job that owns every CPU of the machine, such as ``make tiny-model``.
+
+    The tiny models' training steps are thousands of small operations; a worker that sleeps between them must be
+    woken for the next, which on a virtual machine costs an interrupt each time: on a 2-core KVM host two threads
+    made a VAE training step slower than one (0.52 s against 0.42 s), and with this a One4D step was 1.4x and a
+    VAE step 1.15-1.3x faster (benchmarks/bench_wait_policy.py, BENCHMARKS.md "Training"). Arithmetic is unchanged.
+    Beside another job it is harmful (a spinning thread holds a core the other needs), so only the build calls it.
+    OpenMP reads the policy when torch loads it: call this before anything imports torch. A policy or spin count
+    the user set (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) is left alone. Returns the policy in force.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return os.environ.get("OMP_WAIT_POLICY", "default")
+    if "torch" in sys.modules:  # a bug of the entry point: OpenMP has read its settings already
+        raise RuntimeError("spin_waiting_threads() must run before torch is imported")
+    os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
+    return "ACTIVE"
 
 
 def configure_cpu_threads(threads=None, cpu: bool | None = None) -> int:
