@@ -89,6 +89,21 @@ def test_weighted_mixing_of_roots(root, tmp_path):
     assert all(only_first[index]["clip"] < "synthetic_00100" for index in range(10))
 
 
+def test_rendering_in_two_processes_writes_the_same_bytes(tmp_path):
+    """make tiny-model renders its clips in one process per thread; the files must not depend on it."""
+    serial = write_synthetic_dataset(tmp_path / "one", 3, num_frames=5, height=16, width=16, seed=7, rgb_format="png")
+    parallel = write_synthetic_dataset(tmp_path / "two", 3, num_frames=5, height=16, width=16, seed=7, rgb_format="png",
+                                       workers=2)
+    assert [folder.name for folder in parallel] == [folder.name for folder in serial]  # in seed order
+    for one, two in zip(serial, parallel):
+        files = sorted(path.relative_to(one) for path in one.rglob("*") if path.is_file())
+        assert files and files == sorted(path.relative_to(two) for path in two.rglob("*") if path.is_file())
+        assert all((one / name).read_bytes() == (two / name).read_bytes() for name in files), one.name
+    assert not list((tmp_path / "two").glob("*partial*"))
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        write_synthetic_dataset(tmp_path / "bad", 1, workers=0)
+
+
 def test_bad_clips_are_skipped_counted_and_logged_once(tmp_path, caplog):
     root = tmp_path / "mixed"
     folders = write_synthetic_dataset(root, 8, num_frames=9, height=16, width=16)

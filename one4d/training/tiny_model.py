@@ -66,8 +66,9 @@ def default_settings() -> dict:
 def stage_data(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
     clips = work / "clips"
     shutil.rmtree(clips, ignore_errors=True)
+    # One rendering process per torch thread of the build (the same clips, byte for byte, as one process writes).
     write_synthetic_dataset(clips, settings["num_clips"], settings["num_frames"], settings["height"], settings["width"],
-                            seed=settings["data_seed"], rgb_format="png")
+                            seed=settings["data_seed"], rgb_format="png", workers=torch.get_num_threads())
     return {"clips": str(clips), "seeds": [settings["data_seed"], settings["data_seed"] + settings["num_clips"] - 1]}
 
 
