@@ -24,6 +24,7 @@ A job that owns every CPU (the tiny-model build) also keeps its OpenMP threads s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import signal
@@ -86,6 +87,49 @@ def configure_cpu_threads(threads=None, cpu: bool | None = None) -> int:
         if cpu if cpu is not None else not torch.cuda.is_available():
             torch.set_num_threads(default_cpu_threads())
     return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def ordered_in_processes(function: Callable, items, workers: int, initializer: Callable | None = None, initargs=()):
+    """``with ordered_in_processes(f, items, n) as results:`` iterates ``f(item)`` in the items' order, computed in ``n``
+    spawned processes of one torch thread each: for loops of small CPU work (rendering, tiny encoders) that two
+    threads do no faster than one. ``f`` and ``initializer`` must be importable module functions; ``initializer(*initargs)``
+    runs once per process (e.g. to receive a dataset). Ctrl+C is left to this process: on any exit queued items are
+    cancelled and the running ones finished, so the caller's clean-up runs with no worker left writing; a worker that
+    dies is a BrokenProcessPool error, not a wait without end.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a forked child would inherit torch's OpenMP state, which does not survive fork
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(initializer, tuple(initargs)))
+    try:
+        yield _submit_all(executor, function, items)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit_all(executor, function: Callable, items):
+    """``executor.map``, which starts the workers, with Ctrl+C ignored meanwhile: they keep that from birth, so
+    one in its start-up does not print a traceback of its own (a Ctrl+C in these milliseconds is lost)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return executor.map(function, items)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return executor.map(function, items)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def python_command() -> str:

@@ -33,3 +33,19 @@ def test_reads_are_the_shards_tensors_in_every_process(tmp_path):
         assert in_process.keys() == in_worker.keys()
         for key in in_process:
             assert torch.equal(in_process[key], in_worker[key]), key
+
+
+def test_a_cache_encoded_in_two_processes_is_the_same_file_by_file(tmp_path):
+    """make tiny-model encodes its cache in one process per thread (+cache_workers); shards, index and order must not
+    depend on it."""
+    clips = write_synthetic_clips(tmp_path / "clips", count=5, num_frames=5, size=32)
+    folders = {}
+    for workers in (1, 2):
+        cfg = compose_train_config(["experiment=tiny_cpu", f"run_dir={tmp_path / 'run'}", f"data.roots=[{clips}]",
+                                    "data.num_frames=5", f"+cache_dir={tmp_path / f'cache{workers}'}",
+                                    f"+cache_workers={workers}"])
+        folders[workers] = cache_from_config(cfg)
+    names = sorted(path.name for path in folders[1].iterdir())
+    assert names == sorted(path.name for path in folders[2].iterdir()) and "cache.json" in names
+    for name in names:
+        assert (folders[1] / name).read_bytes() == (folders[2] / name).read_bytes(), name

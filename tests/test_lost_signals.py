@@ -74,7 +74,9 @@ def test_sampler_and_dataset_writer_stop_at_their_next_step(tmp_path, monkeypatc
     settings = demo.DemoSettings(steps=4, postopt_iterations=2)
     pipe = demo.load_demo_pipeline(demo.CHECKPOINT, settings)
     jobs = {"sampler": lambda: demo.run_task(pipe, "single", demo.DEMO_SEEDS[0], settings, None),
-            "dataset writer": lambda: write_synthetic_dataset(tmp_path / "clips", num_clips=3, num_frames=5, height=32, width=32)}
+            "dataset writer": lambda: write_synthetic_dataset(tmp_path / "clips", num_clips=3, num_frames=5, height=32, width=32),
+            "dataset writer in 2 processes": lambda: write_synthetic_dataset(tmp_path / "clips", num_clips=3, num_frames=5,
+                                                                             height=32, width=32, workers=2)}
     for name, job in jobs.items():
         with pytest.raises(SystemExit) as stopped:
             run_script(_lose_a_sigterm_then(job))

@@ -32,7 +32,7 @@ import torch
 
 from one4d.data.clip import write_clip
 from one4d.geometry import default_intrinsics, invert_pose, look_at, pixel_grid, relative_to_first
-from one4d.runtime import raise_if_stopped
+from one4d.runtime import ordered_in_processes, raise_if_stopped
 
 SUPERSAMPLE = 3  # colour rays per pixel along each axis: anti-aliased RGB at the tiny model's 48 x 64
 CHUNK_RAYS = 1 << 20  # rays per ray-casting pass: bounds memory at large sizes
@@ -553,22 +553,13 @@ def write_synthetic_dataset(
     jobs = [(Path(root), seed + index, num_frames, height, width, rgb_format) for index in range(num_clips)]
     if workers == 1:
         return [_write_scene(*job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+    raise_if_stopped()  # before any worker starts
     folders = []
-    # spawn: a forked child would inherit torch's OpenMP state, which does not survive fork. A worker that dies
-    # breaks the executor (BrokenProcessPool) instead of leaving the build waiting for it, as a Pool would.
-    with ProcessPoolExecutor(min(workers, num_clips), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_thread) as executor:
-        for folder in executor.map(_write_scene_job, jobs):
+    with ordered_in_processes(_write_scene_job, jobs, min(workers, num_clips)) as written:
+        for folder in written:
             raise_if_stopped()
             folders.append(folder)
     return folders
-
-
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def _write_scene_job(job: tuple) -> Path:

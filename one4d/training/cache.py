@@ -18,6 +18,8 @@ drawn per (seed, epoch, index) among the cached ones with the configured probabi
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from torch.utils.data import Dataset
 
 from one4d.conditioning import TASKS, observed_frames, observed_mask, spread_frames
 from one4d.encoding import Encoders, encode_prompt, encode_video
-from one4d.runtime import raise_if_stopped
+from one4d.runtime import ordered_in_processes, raise_if_stopped
 
 from one4d.conditioning import UNOBSERVED_FILL
 from one4d.encoding import condition_latents, first_observed_image_embeds
@@ -59,9 +61,14 @@ def task_frame_sets(num_frames: int, sparse_counts: list[int]) -> dict[str, list
 @torch.no_grad()
 def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, sparse_counts=None,
                 shard_size: int = 256, dtype: torch.dtype = torch.float32, progress: bool = True,
-                condition_fill: float = UNOBSERVED_FILL) -> Path:
+                condition_fill: float = UNOBSERVED_FILL, workers: int = 1, load_encoders=None) -> Path:
     """Encode every sample of ``dataset`` (epoch 0) into shards under ``folder``; ``vae`` is the encoders' fingerprint.
-    ``sparse_counts``: the sparse tasks' observed-frame counts; None: Table 5's at the clips' frame count."""
+    ``sparse_counts``: the sparse tasks' observed-frame counts; None: Table 5's at the clips' frame count.
+    ``workers`` > 1: encode in that many CPU processes of one thread, each with its own encoders from
+    ``load_encoders()`` (a picklable callable; models themselves lose transformers' output hooks when pickled): for
+    small encoders, the tiny build's, whose encodes are as fast on one thread as on two and the same bit for bit."""
+    if workers > 1 and load_encoders is None:
+        raise ValueError("encoding in several processes needs load_encoders, a callable that loads them in each")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dataset.set_epoch(0)
@@ -76,29 +83,19 @@ def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, spars
             shards.append(name)
             tensors.clear()
 
-    indices = range(len(dataset))
-    if progress:
-        from tqdm.auto import tqdm
+    job, indices = (dataset, encoders, tasks, condition_fill, dtype), range(len(dataset))
+    with _entries(job, indices, workers, load_encoders) as entries:
+        numbered = zip(indices, entries)
+        if progress:
+            from tqdm.auto import tqdm
 
-        indices = tqdm(indices, desc="cache", dynamic_ncols=True)
-    for index in indices:
-        raise_if_stopped()
-        sample = dataset[index]
-        rgb, xyz = sample["rgb"][None], sample["xyz"][None]  # (1, 3, F, H, W)
-        entry = {
-            "rgb_latents": encode_video(encoders.vae, rgb)[0],  # (16, f, h, w): the posterior mode
-            "xyz_latents": encode_video(encoders.vae, xyz)[0],
-            "text_embeds": encode_prompt(encoders.tokenizer, encoders.text_encoder, [sample["caption"]])[0],  # (512, D)
-        }
-        image = first_observed_image_embeds(encoders, rgb, observed_mask([0], num_frames)[None])
-        if image is not None:
-            entry["image_embeds"] = image[0]
-        for task, frames in tasks.items():
-            entry[f"cond.{task}"] = condition_latents(encoders, rgb, observed_mask(frames, num_frames)[None], condition_fill)[0]  # (20, f, h, w)
-        for key, value in entry.items():
-            tensors[f"{index}.{key}"] = value.to(dtype).contiguous()
-        if len(tensors) >= shard_size * len(entry):
-            flush()
+            numbered = tqdm(numbered, total=len(indices), desc="cache", dynamic_ncols=True)
+        for index, entry in numbered:
+            raise_if_stopped()
+            for key, value in entry.items():
+                tensors[f"{index}.{key}"] = value
+            if len(tensors) >= shard_size * len(entry):
+                flush()
     flush()
     save_file({"text_embeds": encode_prompt(encoders.tokenizer, encoders.text_encoder, [""])[0].contiguous()}, folder / EMPTY_PROMPT_NAME)
     index = {
@@ -109,6 +106,51 @@ def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, spars
     (folder / INDEX_NAME).write_text(json.dumps(index, indent=1))
     return folder
 
+
+def sample_entry(job: tuple, index: int) -> dict[str, torch.Tensor]:
+    """One sample's cache entry (names without the index) from ``job`` = (dataset, encoders, tasks, fill, dtype)."""
+    dataset, encoders, tasks, condition_fill, dtype = job
+    num_frames = dataset.num_frames
+    sample = dataset[index]
+    rgb, xyz = sample["rgb"][None], sample["xyz"][None]  # (1, 3, F, H, W)
+    entry = {
+        "rgb_latents": encode_video(encoders.vae, rgb)[0],  # (16, f, h, w): the posterior mode
+        "xyz_latents": encode_video(encoders.vae, xyz)[0],
+        "text_embeds": encode_prompt(encoders.tokenizer, encoders.text_encoder, [sample["caption"]])[0],  # (512, D)
+    }
+    image = first_observed_image_embeds(encoders, rgb, observed_mask([0], num_frames)[None])
+    if image is not None:
+        entry["image_embeds"] = image[0]
+    for task, frames in tasks.items():
+        entry[f"cond.{task}"] = condition_latents(encoders, rgb, observed_mask(frames, num_frames)[None], condition_fill)[0]  # (20, f, h, w)
+    return {key: value.to(dtype).contiguous() for key, value in entry.items()}
+
+
+@contextlib.contextmanager
+def _entries(job: tuple, indices, workers: int, load_encoders):
+    """The entries of ``indices`` in order: here, or in ``workers`` processes (one4d.runtime.ordered_in_processes)."""
+    if workers == 1:
+        yield (sample_entry(job, index) for index in indices)
+        return
+    dataset, _, *rest = job
+    with ordered_in_processes(_worker_entry, list(indices), workers, initializer=_receive_job,
+                              initargs=((dataset, load_encoders, *rest),)) as entries:
+        yield entries
+
+
+_JOB: tuple | None = None  # a cache worker's (dataset, encoders, tasks, fill, dtype)
+
+
+def _receive_job(job: tuple) -> None:
+    """A worker's start: the job with ``load_encoders`` in the encoders' place, which it calls."""
+    global _JOB
+    dataset, load_encoders, *rest = job
+    _JOB = (dataset, load_encoders().to("cpu"), *rest)  # .to: eval mode and frozen, as the parent's
+
+
+def _worker_entry(index: int) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return sample_entry(_JOB, index)
 
 class LatentCacheDataset(Dataset):
     """Samples of a cache folder, checked against the run's frame count, resolution and VAE fingerprint."""
@@ -182,7 +224,9 @@ __all__ = ["build_cache", "LatentCacheDataset", "task_frame_sets", "table5_spars
 
 def cache_from_config(cfg) -> Path:
     """The body of ``scripts/cache_latents.py``: raw clips of ``cfg.data`` encoded with ``cfg.model.components`` into ``cfg.cache_dir``;
-    ``cache_sparse_counts`` (optional, e.g. ``+cache_sparse_counts=[2,3]``) overrides Table 5's counts."""
+    ``cache_sparse_counts`` (optional, e.g. ``+cache_sparse_counts=[2,3]``) overrides Table 5's counts;
+    ``cache_workers`` (optional, ``+cache_workers=2``) encodes in that many CPU processes (see :func:`build_cache`;
+    with a GPU the encoders run in this process)."""
     from one4d.encoding import load_encoders, vae_fingerprint
 
     from .builders import build_dataset, encoder_dtype, encoder_settings
@@ -193,9 +237,15 @@ def cache_from_config(cfg) -> Path:
 
     dataset = build_dataset(OmegaConf.merge(cfg.data, {"cache": None}), seed=int(cfg.train.seed))
     encoders = load_encoders(cfg.model.components, dtype=encoder_dtype(cfg.model), seed=int(cfg.model.components_seed))
-    encoders.to("cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    encoders.to(device)
+    workers = int(cfg.get("cache_workers") or 1) if device == "cpu" else 1
+    if workers < 1:
+        raise ValueError(f"cache_workers must be at least 1, got {workers}")
     fingerprint = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model))
     counts = cfg.get("cache_sparse_counts")
     counts = None if counts is None else tuple(int(count) for count in counts)
+    reload = functools.partial(load_encoders, cfg.model.components, dtype=encoder_dtype(cfg.model),
+                               seed=int(cfg.model.components_seed))  # what each CPU worker loads
     return build_cache(dataset, encoders, cfg.cache_dir, vae=fingerprint, sparse_counts=counts,
-                       condition_fill=float(cfg.model.condition_fill))
+                       condition_fill=float(cfg.model.condition_fill), workers=workers, load_encoders=reload)

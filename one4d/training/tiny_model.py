@@ -174,7 +174,9 @@ def stage_cache(settings: dict, out: Path, work: Path, overrides: list[str]) -> 
     overrides = [*path_overrides(out, work, "base"), *overrides]
     cfg = compose_train_config(["experiment=tiny_base", *overrides])
     shutil.rmtree(cfg.data.cache, ignore_errors=True)
-    with_folder = compose_train_config(["experiment=tiny_base", f"+cache_dir={cfg.data.cache}", *overrides])
+    # One encoding process per torch thread of the build: the same latents bit for bit (one4d.training.cache.build_cache).
+    with_folder = compose_train_config(["experiment=tiny_base", f"+cache_dir={cfg.data.cache}",
+                                        f"+cache_workers={torch.get_num_threads()}", *overrides])
     return {"cache": str(cache_from_config(with_folder))}
 
 
