@@ -56,9 +56,10 @@ def spin_waiting_threads() -> str:
     a short spin (libgomp's default): for a job that owns every CPU of the machine, such as ``make tiny-model``.
 
     The tiny models' training steps are thousands of small operations; a worker that sleeps between them must be
-    woken for the next, which on a virtual machine costs an interrupt each time: on a 2-core KVM host two threads
-    made a VAE training step slower than one (0.52 s against 0.42 s), and with this a One4D step was 1.4x and a
-    VAE step 1.15-1.3x faster (benchmarks/bench_wait_policy.py, BENCHMARKS.md "Training"). Arithmetic is unchanged.
+    woken for the next, which on a loaded virtual machine is slow: on a 2-core KVM host in a slow hour two threads
+    made a VAE training step slower than one (0.52 s against 0.42 s), and with this a One4D step was 1.38x and a
+    VAE step 1.15x faster; an hour later, with the host faster, 1.01x each (benchmarks/bench_wait_policy.py,
+    BENCHMARKS.md "Training"). Never slower there. Arithmetic is unchanged.
     Beside another job it is harmful (a spinning thread holds a core the other needs), so only the build calls it.
     OpenMP reads the policy when torch loads it: call this before anything imports torch. A policy or spin count
     the user set (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) is left alone. Returns the policy in force.
