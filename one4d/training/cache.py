@@ -107,7 +107,7 @@ def build_cache(dataset, encoders: Encoders, folder: str | Path, vae: str, spars
     return folder
 
 
-def sample_entry(job: tuple, index: int) -> dict[str, torch.Tensor]:
+def _sample_entry(job: tuple, index: int) -> dict[str, torch.Tensor]:
     """One sample's cache entry (names without the index) from ``job`` = (dataset, encoders, tasks, fill, dtype)."""
     dataset, encoders, tasks, condition_fill, dtype = job
     num_frames = dataset.num_frames
@@ -130,7 +130,7 @@ def sample_entry(job: tuple, index: int) -> dict[str, torch.Tensor]:
 def _entries(job: tuple, indices, workers: int, load_encoders):
     """The entries of ``indices`` in order: here, or in ``workers`` processes (one4d.runtime.ordered_in_processes)."""
     if workers == 1:
-        yield (sample_entry(job, index) for index in indices)
+        yield (_sample_entry(job, index) for index in indices)
         return
     dataset, _, *rest = job
     with ordered_in_processes(_worker_entry, list(indices), workers, initializer=_receive_job,
@@ -150,7 +150,7 @@ def _receive_job(job: tuple) -> None:
 
 def _worker_entry(index: int) -> dict[str, torch.Tensor]:
     with torch.no_grad():
-        return sample_entry(_JOB, index)
+        return _sample_entry(_JOB, index)
 
 class LatentCacheDataset(Dataset):
     """Samples of a cache folder, checked against the run's frame count, resolution and VAE fingerprint."""
