@@ -40,6 +40,26 @@ def test_every_stage_is_recorded_with_time_and_loss(micro_run):
     assert set(log["stages"]["vae"]["held_out_l1"]) == {"rgb", "xyz"}
 
 
+def test_data_and_cache_stages_on_two_threads_write_the_same_files_in_two_processes(micro_run, tmp_path):
+    """On two threads the build renders its clips and encodes its cache in two processes; the files are the
+    one-process build's, byte for byte."""
+    from one4d.training.tiny_model import default_settings, stage_cache, stage_data
+
+    root, _ = micro_run
+    settings, work = dict(default_settings(), **MICRO), tmp_path / "work"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert stage_data(settings, root / "out", work, list(TRAINER))["processes"] == 2
+        assert stage_cache(settings, root / "out", work, list(TRAINER))["processes"] == 2
+    finally:
+        torch.set_num_threads(previous)
+    for name in ("clips", "cache"):
+        files = sorted(path.relative_to(root / "work" / name) for path in (root / "work" / name).rglob("*") if path.is_file())
+        assert files == sorted(path.relative_to(work / name) for path in (work / name).rglob("*") if path.is_file())
+        assert all((root / "work" / name / file).read_bytes() == (work / name / file).read_bytes() for file in files), name
+
+
 def test_base_stage_trains_every_weight_and_writes_a_diffusers_folder(micro_run):
     from one4d.models.presets import build_base_transformer
     from one4d.weights import load_base_transformer, load_diffusers_components

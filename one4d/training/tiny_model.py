@@ -67,9 +67,11 @@ def stage_data(settings: dict, out: Path, work: Path, overrides: list[str]) -> d
     clips = work / "clips"
     shutil.rmtree(clips, ignore_errors=True)
     # One rendering process per torch thread of the build (the same clips, byte for byte, as one process writes).
+    workers = torch.get_num_threads()
     write_synthetic_dataset(clips, settings["num_clips"], settings["num_frames"], settings["height"], settings["width"],
-                            seed=settings["data_seed"], rgb_format="png", workers=torch.get_num_threads())
-    return {"clips": str(clips), "seeds": [settings["data_seed"], settings["data_seed"] + settings["num_clips"] - 1]}
+                            seed=settings["data_seed"], rgb_format="png", workers=workers)
+    return {"clips": str(clips), "seeds": [settings["data_seed"], settings["data_seed"] + settings["num_clips"] - 1],
+            "processes": workers}
 
 
 def training_videos(work: Path, settings: dict, count: int) -> torch.Tensor:
@@ -175,9 +177,10 @@ def stage_cache(settings: dict, out: Path, work: Path, overrides: list[str]) -> 
     cfg = compose_train_config(["experiment=tiny_base", *overrides])
     shutil.rmtree(cfg.data.cache, ignore_errors=True)
     # One encoding process per torch thread of the build: the same latents bit for bit (one4d.training.cache.build_cache).
-    with_folder = compose_train_config(["experiment=tiny_base", f"+cache_dir={cfg.data.cache}",
-                                        f"+cache_workers={torch.get_num_threads()}", *overrides])
-    return {"cache": str(cache_from_config(with_folder))}
+    workers = torch.get_num_threads()
+    with_folder = compose_train_config(["experiment=tiny_base", f"+cache_dir={cfg.data.cache}", f"+cache_workers={workers}",
+                                        *overrides])
+    return {"cache": str(cache_from_config(with_folder)), "processes": workers}
 
 
 def path_overrides(out: Path, work: Path, run: str) -> list[str]:
