@@ -51,25 +51,35 @@ def default_cpu_threads() -> int:
     return max(1, min(MAX_DEFAULT_THREADS, available_cpus() // 2))
 
 
-def spin_waiting_threads() -> str:
-    """Let torch's OpenMP threads spin between parallel regions (``OMP_WAIT_POLICY=ACTIVE``) instead of sleeping after
-    a short spin (libgomp's default): for a job that owns every CPU of the machine, such as ``make tiny-model``.
+# Spins of an idle libgomp thread before it sleeps (libgomp's default 300,000): ~0.1 s, not OMP_WAIT_POLICY=ACTIVE's
+# ~forever, whose idle thread in the parent slowed the build's two cache processes 1.45x (BENCHMARKS.md, "Training").
+SPIN_COUNT = 3_000_000
+WAIT_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
 
-    The tiny models' training steps are thousands of small operations; a worker that sleeps between them must be
-    woken for the next, which on a loaded virtual machine is slow: on a 2-core KVM host in a slow hour two threads
-    made a VAE training step slower than one (0.52 s against 0.42 s), and with this a One4D step was 1.38x and a
-    VAE step 1.15x faster; an hour later, with the host faster, 1.01x each (benchmarks/bench_wait_policy.py,
-    BENCHMARKS.md "Training"). Never slower there. Arithmetic is unchanged.
-    Beside another job it is harmful (a spinning thread holds a core the other needs), so only the build calls it.
-    OpenMP reads the policy when torch loads it: call this before anything imports torch. A policy or spin count
-    the user set (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) is left alone. Returns the policy in force.
+
+def openmp_wait_setting() -> str:
+    """How this process's OpenMP threads wait, as set in the environment: ``NAME=value`` or ``default``."""
+    return next((f"{name}={os.environ[name]}" for name in WAIT_VARIABLES if name in os.environ), "default")
+
+
+def spin_waiting_threads() -> str:
+    """Let torch's OpenMP threads spin longer between parallel regions before they sleep (``GOMP_SPINCOUNT``, libgomp:
+    torch's OpenMP on Linux): for a job that owns every CPU of the machine, such as ``make tiny-model``.
+
+    The tiny models' training steps are thousands of small operations; a worker that has gone to sleep between them
+    must be woken for the next, which on a loaded virtual machine is slow: on a 2-core KVM host in a slow hour two
+    threads made a VAE training step slower than one (0.52 s against 0.42 s), and spinning made it 0.40 s; an hour
+    later, the host faster, spinning changed little (benchmarks/bench_wait_policy.py, BENCHMARKS.md "Training").
+    Arithmetic is unchanged. Beside another job it costs that job a core while a thread spins, so only the build
+    calls it. OpenMP reads the setting when torch loads it: call this before anything imports torch. A spin count or
+    wait policy the user set is left alone. Returns :func:`openmp_wait_setting`.
     """
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        return os.environ.get("OMP_WAIT_POLICY", "default")
+    if any(name in os.environ for name in WAIT_VARIABLES):
+        return openmp_wait_setting()
     if "torch" in sys.modules:  # a bug of the entry point: OpenMP has read its settings already
         raise RuntimeError("spin_waiting_threads() must run before torch is imported")
-    os.environ["OMP_WAIT_POLICY"] = "ACTIVE"
-    return "ACTIVE"
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    return openmp_wait_setting()
 
 
 def configure_cpu_threads(threads=None, cpu: bool | None = None) -> int:

@@ -224,28 +224,29 @@ def test_threads_rule(monkeypatch, restore_threads):
 
 
 def test_spinning_threads_is_set_before_torch_loads_and_leaves_a_set_policy_alone(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    for name in runtime.WAIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeError, match="before torch is imported"):  # too late here: OpenMP has read its settings
         runtime.spin_waiting_threads()
-    assert "OMP_WAIT_POLICY" not in os.environ
-    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
-    assert runtime.spin_waiting_threads() == "default" and "OMP_WAIT_POLICY" not in os.environ
+    assert runtime.openmp_wait_setting() == "default"
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
-    assert runtime.spin_waiting_threads() == "PASSIVE"
+    assert runtime.spin_waiting_threads() == "OMP_WAIT_POLICY=PASSIVE" and "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    assert runtime.spin_waiting_threads() == "GOMP_SPINCOUNT=1000"
 
 
-@pytest.mark.parametrize("policy", [None, "PASSIVE"])
-def test_the_build_script_spins_its_threads_unless_told(policy):
-    """make tiny-model's script sets the policy before its imports load torch (else spin_waiting_threads raises)."""
-    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
-    probe = ("import os, runpy, sys; runpy.run_path('scripts/make_tiny_model.py'); "
-             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+@pytest.mark.parametrize("setting", [None, "OMP_WAIT_POLICY=PASSIVE", "GOMP_SPINCOUNT=1000"])
+def test_the_build_script_spins_its_threads_unless_told(setting):
+    """make tiny-model's script sets the spin count before its imports load torch (else spin_waiting_threads raises)."""
+    env = {key: value for key, value in os.environ.items() if key not in runtime.WAIT_VARIABLES}
+    if setting:
+        name, value = setting.split("=")
+        env[name] = value
+    probe = ("import runpy, sys; from one4d.runtime import openmp_wait_setting; runpy.run_path('scripts/make_tiny_model.py'); "
+             "print(openmp_wait_setting(), 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [policy or "ACTIVE", "True"]
+    assert result.stdout.split() == [setting or f"GOMP_SPINCOUNT={runtime.SPIN_COUNT}", "True"]
 
 
 def test_sample_takes_threads_and_records_them(layout, tmp_path, capsys, restore_threads):

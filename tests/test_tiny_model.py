@@ -1,13 +1,13 @@
 """make tiny-model at micro size: every stage runs through the real trainer and writes loadable checkpoints."""
 
 import json
-import os
 import shutil
 
 import pytest
 import torch
 
 from one4d.demo import checkpoint_preset
+from one4d.runtime import openmp_wait_setting
 from one4d.training.testing import compose_train_config
 from one4d.training.tiny_model import make_tiny_model
 
@@ -35,7 +35,7 @@ def test_every_stage_is_recorded_with_time_and_loss(micro_run):
         assert record["steps"] == 3 and torch.isfinite(torch.tensor(record["final_loss"]))
         assert record["wall_s"] >= 0 and stage in record["command"]
     assert all(record["threads"] == torch.get_num_threads() for record in log["stages"].values())
-    assert all(record["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "default") for record in log["stages"].values())
+    assert all(record["openmp_wait"] == openmp_wait_setting() for record in log["stages"].values())
     assert f"s ({torch.get_num_threads()} thread" in (root / "out" / "README.md").read_text()  # threads per stage, not per log
     assert set(log["stages"]["vae"]["held_out_l1"]) == {"rgb", "xyz"}
 

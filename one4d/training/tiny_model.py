@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import shutil
 import sys
@@ -38,6 +37,7 @@ import torch
 
 from one4d.data.dataset import ClipDataset
 from one4d.data.synthetic import write_synthetic_dataset
+from one4d.runtime import openmp_wait_setting
 
 from .testing import compose_train_config
 
@@ -252,7 +252,7 @@ def make_tiny_model(stages=STAGES, out: Path = OUT, work: Path = WORK, settings:
         record = STAGE_FUNCTIONS[stage](settings, out, work, list(overrides))
         record["wall_s"] = round(time.perf_counter() - started, 1)
         record["threads"] = torch.get_num_threads()  # stages of one shipped build may come from runs on different threads
-        record["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")  # the script's: one4d.runtime.spin_waiting_threads
+        record["openmp_wait"] = openmp_wait_setting()  # the script's: one4d.runtime.spin_waiting_threads
         record["command"] = " ".join(["python scripts/make_tiny_model.py --stages", stage, *overrides])
         if log_path.is_file():  # records written meanwhile by another process (e.g. --stages decoder beside --stages base) are kept
             log["stages"] = json.loads(log_path.read_text()).get("stages", {})
@@ -325,10 +325,10 @@ def write_readme(out: Path, log: dict) -> Path:
                       f"RGB {errors['rgb']:.3f}, XYZ {errors['xyz']:.3f}")
         else:
             result = ", ".join(f"{key}: {value}" for key, value in record.items()
-                               if key not in ("wall_s", "command", "threads", "omp_wait_policy"))
+                               if key not in ("wall_s", "command", "threads", "openmp_wait"))
         how = [f"{record['threads']} thread{'s' if record['threads'] > 1 else ''}"] if "threads" in record else []
-        if record.get("omp_wait_policy", "default") != "default":
-            how.append(f"OMP_WAIT_POLICY={record['omp_wait_policy']}")
+        if record.get("openmp_wait", "default") != "default":
+            how.append(record["openmp_wait"])
         how = f" ({', '.join(how)})" if how else ""
         lines.append(f"| {name} | `{record['command']}` | {record['wall_s']:.0f} s{how} | {result} |")
     lines += [""] + [f"Note: {note}" for note in log.get("notes", [])]
