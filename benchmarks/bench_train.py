@@ -27,7 +27,7 @@ import torch
 import one4d.training.cache as cache_module
 from one4d.training.cache import LatentCacheDataset, cache_from_config
 from one4d.training.testing import compose_train_config, write_synthetic_clips
-from one4d.training.trainer import trainer_class
+from one4d.training.trainer import check_config, trainer_class
 
 
 class ReopeningCache(LatentCacheDataset):
@@ -38,6 +38,11 @@ class ReopeningCache(LatentCacheDataset):
             return super().read(index, name)
         finally:
             self._handles.clear()
+
+
+def batch_of(overrides: list[str]) -> int:
+    """The stage's batch on one process (``train.global_batch_size`` when set, as the tiny experiments do)."""
+    return check_config(compose_train_config(overrides), world_size=1)
 
 
 def steps_per_second(overrides: list[str], steps: int, timings: dict | None = None) -> float:
@@ -95,7 +100,7 @@ def compare_compiled(args) -> None:
             timings = {}
             rates[name].append(steps_per_second(overrides + extra, args.steps, timings))
             warm_up[name].append(timings["warm_up_s"])
-    print(f"{args.stage} on its cache, batch {compose_train_config(overrides).train.batch_size}, {torch.get_num_threads()} thread(s), "
+    print(f"{args.stage} on its cache, batch {batch_of(overrides)}, {torch.get_num_threads()} thread(s), "
           f"{args.steps} steps x {args.rounds} rounds")
     for name, values in rates.items():
         print(f"{name:9s}: {1 / max(values):.3f} s/step (rounds: {', '.join(f'{1 / v:.3f}' for v in values)}; "
@@ -112,7 +117,7 @@ def compare_cache_readers(args) -> None:
                 rates[name].append(steps_per_second(overrides, args.steps))
             finally:
                 cache_module.LatentCacheDataset = LatentCacheDataset
-    print(f"{args.stage} on its cache, batch {compose_train_config(overrides).train.batch_size}, {torch.get_num_threads()} thread(s), "
+    print(f"{args.stage} on its cache, batch {batch_of(overrides)}, {torch.get_num_threads()} thread(s), "
           f"{args.steps} steps x {args.rounds} rounds")
     old = max(rates["reopened per read"])  # each reader's best round: the least disturbed by the machine
     for name, values in rates.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -66,17 +67,19 @@ def rgb_flow_loss(predict_rgb, dataset) -> float:
 
 
 def train_architecture(architecture: str, checkpoint: Path, work: Path, steps: int, overrides: list[str]) -> tuple[Path, dict]:
-    """Fine-tune one architecture from the shipped base with the tiny_one4d recipe; returns its trainable-state folder."""
-    from one4d.models.state import save_trainable_state
-    from one4d.training.tiny_model import path_overrides, train_stage
+    """Fine-tune one architecture from the shipped base with the tiny_one4d recipe, as the build trains its One4D stage
+    (``scripts/train.py``, one process per CPU thread); returns its trainable-state folder."""
+    from one4d.training.tiny_model import path_overrides, train_stage, training_processes
 
     started = time.perf_counter()
-    trainer, history = train_stage("tiny_one4d", [
+    final, history, _ = train_stage("tiny_one4d", [
         *path_overrides(checkpoint, work.parent, f"ablation/{architecture}"), f"model.transformer={checkpoint / 'base'}",
         f"model.preset={checkpoint_preset(checkpoint)}",
         f"model.architecture={architecture}", f"train.steps={steps}", "train.checkpoint_every=0", *overrides,
-    ])
-    folder = save_trainable_state(trainer.unwrapped_model(), work / architecture / "state")
+    ], training_processes())
+    folder = work / architecture / "state"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(final / "trainable", folder)
     tail = history[-50:]
     return folder, {"train_s": time.perf_counter() - started, "final_loss": float(np.mean(tail))}
 

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -63,15 +64,19 @@ def latent_statistics(vae) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def encode_video(vae, video: torch.Tensor, sample_posterior: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+def encode_video(vae, video: torch.Tensor, posterior_noise: Callable[[tuple], torch.Tensor] | None = None) -> torch.Tensor:
     """(B, 3, F, H, W) in [-1, 1] -> normalised latents (B, 16, (F - 1) / 4 + 1, H / s, W / s), float32 (s: 8 for Wan, 4 for the tiny VAE).
 
-    The posterior's mode by default (what the pipeline does for its condition latents); a sample
-    with ``sample_posterior`` (what VideoX-Fun's trainer does for the target latents).
+    The posterior's mode by default (what the pipeline does for its condition latents); a sample,
+    mean + std * ``posterior_noise(shape)`` as diffusers' ``DiagonalGaussianDistribution.sample`` draws it, when
+    given (what VideoX-Fun's trainer does for the target latents; the trainer's ``StepDraws.randn``).
     """
     device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
     posterior = vae.encode(video.to(device, dtype)).latent_dist
-    latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+    if posterior_noise is None:
+        latents = posterior.mode()
+    else:
+        latents = posterior.mean + posterior.std * posterior_noise(tuple(posterior.mean.shape)).to(device, posterior.mean.dtype)
     mean, std = latent_statistics(vae)
     return (latents.float() - mean.to(latents.device)) / std.to(latents.device)
 

@@ -143,6 +143,25 @@ def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
         initializer(*initargs)
 
 
+def run_child(command: list[str], env: dict | None = None, grace_s: float = 60.0) -> int:
+    """Run ``command`` to its end and return its exit code. A stop of this process (Ctrl+C, SIGTERM: run_script's
+    exceptions) is passed on to the child as SIGTERM and the child waited for (``grace_s``, then killed), so no
+    training process is left running behind a stopped build; torchrun passes the SIGTERM on to its workers."""
+    import subprocess
+
+    child = subprocess.Popen(command, env=env)
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+
+
 def python_command() -> str:
     """This interpreter as a fresh shell in the current folder can start it: ``.venv/bin/python`` for the
     project's virtual environment (nothing needs activating), else the interpreter's absolute path."""

@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_leaves
 from one4d.memory import (
     count_image_tokens, count_parameters, estimate_sampling_memory, estimate_training_memory, layer_saved_bytes, shapes,
 )
-from one4d.training import Trainer
+from one4d.training import StepDraws, Trainer
 from one4d.training.builders import build_joint_model
 from one4d.training.testing import compose_train_config, write_synthetic_clips
 
@@ -78,7 +78,7 @@ def config(tmp_path, *overrides):
 def measure_training_step(trainer: Trainer) -> tuple[int, dict]:
     """Peak live bytes of one steady-state ``train_step``, with its batch encoded beforehand; returns it and the batch."""
     batch = next(trainer.batches())
-    prepared = trainer.adapter.prepare_batch(batch, trainer.accelerator.device, torch.Generator().manual_seed(0))
+    prepared = trainer.adapter.prepare_batch(batch, trainer.accelerator.device, StepDraws(torch.Generator().manual_seed(0)))
     trainer.adapter.prepare_batch = lambda *args, **kwargs: prepared
     trainer.train_step(iter([batch]))  # warm-up: AdamW's states exist from here on
     model, optimizer = trainer.model, trainer.optimizer

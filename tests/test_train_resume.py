@@ -1,5 +1,6 @@
 """Exact resume: a run killed (SIGKILL) after a checkpoint and resumed equals the uninterrupted run bit for bit."""
 
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +62,9 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(clips, tmp_path):
     assert expected.keys() == found.keys()
     assert all(torch.equal(expected[name], found[name]) for name in expected)
     assert len(list_checkpoints(killed_dir / "checkpoints")) == 2  # keep_last
+    # the loss curve travels with the checkpoints: the resumed run's holds every step, the uninterrupted run's values
+    curves = [json.loads((list_checkpoints(run / "checkpoints")[-1] / "losses.json").read_text()) for run in (tmp_path / "reference", killed_dir)]
+    assert len(curves[0]) == STEPS and curves[1] == curves[0]
 
 
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(clips, tmp_path, caplog):

@@ -5,7 +5,7 @@ import torch
 
 from one4d.data.clip import read_video
 from one4d.models import build_model
-from one4d.training import FlowMatchingObjective, JointFlowAdapter, Trainer
+from one4d.training import FlowMatchingObjective, JointFlowAdapter, StepDraws, Trainer
 from one4d.training.cache import cache_from_config
 from one4d.training.testing import compose_train_config, write_synthetic_clips
 from one4d.training.trainer import check_config
@@ -54,6 +54,25 @@ def test_sigma_sampling_schemes_and_shift():
         FlowMatchingObjective(scheme="beta")
 
 
+def test_two_processes_draw_for_each_sample_what_one_process_draws():
+    """StepDraws: each process keeps its samples (rank::2, the ShardedBatches split) of the global batch's draws."""
+    from one4d.training import step_generator
+
+    objective = FlowMatchingObjective(shift=3.0)
+
+    def draws(rank, world, count):
+        step = StepDraws(step_generator(0, 5, 1), rank, world)
+        return [step.sigmas(objective, count), step.randn((count, 16, 2, 3, 3)), step.rand(count)]
+
+    one = draws(0, 1, 4)
+    ranks = [draws(rank, 2, 2) for rank in (0, 1)]
+    for kind, whole in enumerate(one):
+        assert torch.equal(whole[0::2], ranks[0][kind]) and torch.equal(whole[1::2], ranks[1][kind])
+    # one process draws what the plain generator did before StepDraws (the shipped build's draws are unchanged)
+    plain = step_generator(0, 5, 1)
+    assert torch.equal(one[0], objective.sample_sigmas(4, plain)) and torch.equal(one[1], torch.randn((4, 16, 2, 3, 3), generator=plain))
+
+
 @pytest.mark.parametrize("architecture", ["dlc", "channel_concat", "spatial_concat"])
 def test_adapter_drives_every_architecture_with_one_sigma_per_sample(architecture):
     torch.manual_seed(0)
@@ -66,7 +85,7 @@ def test_adapter_drives_every_architecture_with_one_sigma_per_sample(architectur
     }
     seen = {}
     model.register_forward_pre_hook(lambda module, args: seen.update(timestep=args[2], text=args[3]))
-    predictions, targets, weights = adapter.forward(model, prepared, torch.Generator().manual_seed(1))
+    predictions, targets, weights = adapter.forward(model, prepared, StepDraws(torch.Generator().manual_seed(1)))
     assert set(predictions) == set(targets) == set(weights) == {"rgb", "xyz"}
     assert predictions["xyz"].shape == targets["xyz"].shape == (2, 16, 2, 4, 4)
     assert torch.equal(seen["text"], torch.zeros(2, 512, 32))  # prompt dropout 1.0 -> the empty prompt

@@ -19,6 +19,7 @@ import torch
 from one4d.conditioning import UNOBSERVED_FILL
 from one4d.encoding import Encoders, condition_latents, encode_prompt, encode_video, first_observed_image_embeds
 
+from .builders import StepDraws
 from .objective import FlowMatchingObjective
 
 
@@ -46,21 +47,21 @@ class JointFlowAdapter:
 
     # ------------------------------------------------------------------ the trainer's interface
 
-    def prepare_batch(self, batch: dict, device, generator: torch.Generator | None = None) -> dict:
+    def prepare_batch(self, batch: dict, device, draws: StepDraws | None = None) -> dict:
         """Latents and embeddings of a batch, on ``device``: from the cache as they are, from raw clips encoded now."""
         if "rgb_latents" not in batch:
-            batch = self.encode_batch(batch, generator)
+            batch = self.encode_batch(batch, draws)
         keys = ("rgb_latents", "xyz_latents", "condition", "text_embeds", "image_embeds")
         return {key: batch[key].to(device) if batch.get(key) is not None else None for key in keys}
 
-    def forward(self, model, prepared: dict, generator: torch.Generator) -> tuple[dict, dict, dict]:
+    def forward(self, model, prepared: dict, draws: StepDraws) -> tuple[dict, dict, dict]:
         """One noisy forward pass: (predictions, targets, weights), each keyed by "rgb" and "xyz"."""
         rgb_latents, xyz_latents = prepared["rgb_latents"], prepared["xyz_latents"]  # (B, 16, f, h, w) each
         batch_size, device = rgb_latents.shape[0], rgb_latents.device
-        sigma = self.objective.sample_sigmas(batch_size, generator).to(device)  # (B,): shared by both modalities
-        rgb_noise = torch.randn(rgb_latents.shape, generator=generator, device=generator.device).to(device)
-        xyz_noise = torch.randn(xyz_latents.shape, generator=generator, device=generator.device).to(device)
-        text = self.drop_prompts(prepared["text_embeds"], generator)  # (B, 512, text_dim)
+        sigma = draws.sigmas(self.objective, batch_size).to(device)  # (B,): shared by both modalities
+        rgb_noise = draws.randn(rgb_latents.shape).to(device)
+        xyz_noise = draws.randn(xyz_latents.shape).to(device)
+        text = self.drop_prompts(prepared["text_embeds"], draws)  # (B, 512, text_dim)
 
         rgb_input = torch.cat([self.objective.noisy(rgb_latents, rgb_noise, sigma), prepared["condition"]], dim=1)  # (B, 36, f, h, w)
         xyz_input = self.objective.noisy(xyz_latents, xyz_noise, sigma)  # (B, 16, f, h, w)
@@ -74,23 +75,23 @@ class JointFlowAdapter:
 
     # ------------------------------------------------------------------ steps of the above
 
-    def drop_prompts(self, text: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def drop_prompts(self, text: torch.Tensor, draws: StepDraws) -> torch.Tensor:
         """Replace each sample's text embedding by the empty prompt's with probability ``prompt_dropout``."""
         if self.prompt_dropout <= 0:
             return text
-        drop = torch.rand(text.shape[0], generator=generator, device=generator.device).to(text.device) < self.prompt_dropout
+        drop = draws.rand(text.shape[0]).to(text.device) < self.prompt_dropout
         empty = self.empty_prompt.to(text.device, text.dtype).expand_as(text)
         return torch.where(drop[:, None, None], empty, text)
 
-    def encode_batch(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+    def encode_batch(self, batch: dict, draws: StepDraws | None = None) -> dict:
         """Raw clips -> latents: RGB, XYZ, the UMC condition (mask 4 + condition latents 16), text and CLIP context."""
         encoders = self.encoders
         if encoders.vae is None or encoders.text_encoder is None:
             raise ValueError("raw clips need the VAE and the text encoder; they were not loaded (cache mode?)")
         rgb, xyz, observed = batch["rgb"], batch["xyz"], batch["observed"]  # (B, 3, F, H, W) x2, (B, F) bool
-        sample = self.sample_posterior
-        rgb_latents = encode_video(encoders.vae, rgb, sample, generator if sample else None)  # (B, 16, f, h, w)
-        xyz_latents = encode_video(encoders.vae, xyz, sample, generator if sample else None)  # (B, 16, f, h, w)
+        noise = draws.randn if self.sample_posterior else None  # the posterior's sample, else its mode
+        rgb_latents = encode_video(encoders.vae, rgb, noise)  # (B, 16, f, h, w)
+        xyz_latents = encode_video(encoders.vae, xyz, noise)  # (B, 16, f, h, w)
         return {
             "rgb_latents": rgb_latents,
             "xyz_latents": xyz_latents,
@@ -107,11 +108,11 @@ class BaseFlowAdapter(JointFlowAdapter):
     the XYZ latents of a batch (raw clips or cache) are ignored.
     """
 
-    def forward(self, model, prepared: dict, generator: torch.Generator) -> tuple[dict, dict, dict]:
+    def forward(self, model, prepared: dict, draws: StepDraws) -> tuple[dict, dict, dict]:
         rgb_latents = prepared["rgb_latents"]  # (B, 16, f, h, w)
-        sigma = self.objective.sample_sigmas(rgb_latents.shape[0], generator).to(rgb_latents.device)  # (B,)
-        noise = torch.randn(rgb_latents.shape, generator=generator, device=generator.device).to(rgb_latents.device)
-        text = self.drop_prompts(prepared["text_embeds"], generator)  # (B, 512, text_dim)
+        sigma = draws.sigmas(self.objective, rgb_latents.shape[0]).to(rgb_latents.device)  # (B,)
+        noise = draws.randn(rgb_latents.shape).to(rgb_latents.device)
+        text = self.drop_prompts(prepared["text_embeds"], draws)  # (B, 512, text_dim)
         rgb_input = torch.cat([self.objective.noisy(rgb_latents, noise, sigma), prepared["condition"]], dim=1)  # (B, 36, f, h, w)
         prediction = model(rgb_input, self.objective.timesteps(sigma), text, prepared["image_embeds"])  # (B, 16, f, h, w)
         return {"rgb": prediction}, {"rgb": self.objective.target(rgb_latents, noise)}, {"rgb": self.objective.weights["rgb"]}

@@ -7,6 +7,7 @@ A checkpoint ``<run>/checkpoints/step-000123/`` holds
     deepspeed/             instead of optimizer.pt under DeepSpeed: its per-rank ZeRO partitions
     scheduler.json         the LR scheduler's state
     trainer.json           step, epoch, batches consumed: the data order is a function of these
+    losses.json            every step's loss from step 0 (the mean over processes): the run's loss curve
     rng-rank<r>.safetensors  every process's torch RNG states
     sampling.json          what ``scripts/sample.py checkpoint=<this folder>`` needs besides the weights (one4d.sampling_file)
     manifest.json          written last: every file's size (and sha256 below 256 MB)

@@ -19,6 +19,10 @@ Stages (each writes what the next reads; ``--stages`` reruns a subset):
 * ``one4d`` - stage 2, ``experiment=tiny_one4d``: DLC on the frozen base, written to ``<out>/one4d``
   (a trainable-state folder, the layout of every One4D checkpoint).
 
+The two trainer stages run the user's command, ``scripts/train.py``, on a CPU under torchrun with one process per
+torch thread of the build (gloo DDP, one thread each; ``train.global_batch_size`` and the trainer's ``StepDraws``
+make that the one-process run up to rounding), and export their final checkpoint.
+
 Every stage records its command, seed, wall time and final loss in ``<out>/training_log.json``, and
 ``<out>/README.md`` is rewritten from it at the end.
 """
@@ -37,8 +41,9 @@ import torch
 
 from one4d.data.dataset import ClipDataset
 from one4d.data.synthetic import write_synthetic_dataset
-from one4d.runtime import openmp_wait_setting
+from one4d.runtime import openmp_wait_setting, run_child
 
+from .checkpointing import latest_valid
 from .testing import compose_train_config
 
 logger = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ STAGES = ("data", "vae", "decoder", "cache", "base", "one4d")
 OUT = Path("data/checkpoints/tiny")
 WORK = Path("outputs/tiny_model")
 LOG_NAME = "training_log.json"
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train.py"  # the trainer stages run the user's command
 VAE_HELD_OUT = 8  # clips whose reconstruction error is reported (not trained on by the VAE)
 
 
@@ -189,34 +195,65 @@ def path_overrides(out: Path, work: Path, run: str) -> list[str]:
             f"run_dir={work / run}"]
 
 
-def train_stage(experiment: str, overrides: list[str]):
-    """Compose ``experiment`` and train it from scratch; returns the trainer (its model) and the loss history."""
-    from .trainer import trainer_class
+def training_processes() -> int:
+    """Processes of a trainer stage: one per torch thread of the build on a CPU (gloo DDP, one thread each: the One4D
+    step's throughput 1.3x that of one process on two threads, benchmarks/RESULTS_tiny_model.md section 27), one on a GPU."""
+    return 1 if torch.cuda.is_available() else torch.get_num_threads()
 
-    cfg = compose_train_config([f"experiment={experiment}", *overrides])
+
+def training_command(experiment: str, overrides: list[str], processes: int) -> list[str]:
+    """The user's command for a trainer stage: ``scripts/train.py``, under torchrun (``launcher=ddp``, one CPU thread
+    per process) for more than one process. ``train.global_batch_size`` in the tiny experiments keeps the batch, and
+    ``StepDraws`` the noise of every sample, the same on any number of processes."""
+    script = [str(TRAIN_SCRIPT), f"experiment={experiment}"]
+    if processes == 1:
+        return [sys.executable, *script, f"threads={torch.get_num_threads()}", *overrides]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *script,
+            "launcher=ddp", "threads=1", *overrides]
+
+
+def train_stage(experiment: str, overrides: list[str], processes: int) -> tuple[Path, list[float], str]:
+    """Train ``experiment`` from scratch with the user's command; returns its final checkpoint, the loss of every step
+    and the command. The stage's outputs are exported from that checkpoint, as a user would from theirs."""
+    cfg = compose_train_config([f"experiment={experiment}", *overrides])  # bad overrides: one line before any process starts
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
-    trainer = trainer_class(cfg)(cfg).setup()
-    history = trainer.train()["losses"]
-    return trainer, history
+    command = training_command(experiment, overrides, processes)
+    code = run_child(command)
+    if code:
+        raise ValueError(f"the {experiment} stage's training exited with code {code} (its error is above): {' '.join(command)}")
+    final = latest_valid(Path(cfg.run_dir) / "checkpoints")
+    if final is None or int(final.name.split("-")[1]) != int(cfg.train.steps):
+        raise ValueError(f"the {experiment} stage's training left no checkpoint of step {cfg.train.steps} in {cfg.run_dir}")
+    return final, json.loads((final / "losses.json").read_text()), " ".join(command)
 
 
 def stage_base(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
-    trainer, history = train_stage("tiny_base", [*path_overrides(out, work, "base"), *overrides])
+    from one4d.models.state import load_trainable_state
+
+    from .base_model import build_base_model
+
+    overrides = [*path_overrides(out, work, "base"), *overrides]
+    processes = training_processes()
+    final, history, command = train_stage("tiny_base", overrides, processes)
+    model = build_base_model(compose_train_config(["experiment=tiny_base", *overrides]).model)
+    load_trainable_state(model, final / "trainable")
     folder = out / "base" / "transformer"
     shutil.rmtree(folder, ignore_errors=True)
-    trainer.unwrapped_model().base.save_pretrained(folder)
-    return {"folder": str(folder), "steps": len(history), "first_loss": history[0], "final_loss": _tail_mean(history)}
+    model.base.save_pretrained(folder)
+    return {"folder": str(folder), "steps": len(history), "first_loss": history[0], "final_loss": _tail_mean(history),
+            "processes": processes, "training_command": command}
 
 
 def stage_one4d(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
-    from one4d.models.state import save_trainable_state
-
-    trainer, history = train_stage("tiny_one4d", [*path_overrides(out, work, "one4d"), f"model.transformer={out / 'base'}", *overrides])
+    overrides = [*path_overrides(out, work, "one4d"), f"model.transformer={out / 'base'}", *overrides]
+    processes = training_processes()
+    final, history, command = train_stage("tiny_one4d", overrides, processes)
     folder = out / "one4d"
     shutil.rmtree(folder, ignore_errors=True)
-    save_trainable_state(trainer.unwrapped_model(), folder)
-    return {"folder": str(folder), "preset": str(trainer.cfg.model.preset), "steps": len(history), "first_loss": history[0],
-            "final_loss": _tail_mean(history)}
+    shutil.copytree(final / "trainable", folder)  # save_trainable_state's folder: the layout of every One4D checkpoint
+    preset = compose_train_config(["experiment=tiny_one4d", *overrides]).model.preset
+    return {"folder": str(folder), "preset": str(preset), "steps": len(history), "first_loss": history[0],
+            "final_loss": _tail_mean(history), "processes": processes, "training_command": command}
 
 
 STAGE_FUNCTIONS = {"data": stage_data, "vae": stage_vae, "decoder": stage_decoder, "cache": stage_cache, "base": stage_base, "one4d": stage_one4d}

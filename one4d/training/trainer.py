@@ -39,7 +39,7 @@ from .adapter import JointFlowAdapter
 from one4d.storage import check_precision, enable_fp8_base_storage, storage_dtype, torch_dtype
 
 from .builders import (
-    ShardedBatches, build_dataset, build_joint_model, build_objective, encoder_dtype, encoder_settings, step_generator,
+    ShardedBatches, StepDraws, build_dataset, build_joint_model, build_objective, encoder_dtype, encoder_settings, step_generator,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class Trainer:
         self.step = 0  # optimizer steps done
         self.batches_consumed = 0  # batches this process has drawn (the data-order state)
         self.skipped_clips = 0  # bad clips the dataset skipped and replaced (counted per batch)
+        self.losses: list[float] = []  # every step's loss since step 0, averaged over processes (in each checkpoint)
 
     # ------------------------------------------------------------------ setup
 
@@ -173,7 +174,8 @@ class Trainer:
             single_process_environment()
             config = OmegaConf.to_container(launcher.deepspeed, resolve=True)
             config.update(
-                train_micro_batch_size_per_gpu=int(cfg.train.batch_size),
+                # the per-process batch, also under train.global_batch_size (torchrun's WORLD_SIZE: no group exists yet)
+                train_micro_batch_size_per_gpu=check_config(cfg, int(os.environ.get("WORLD_SIZE", "1"))),
                 gradient_accumulation_steps=int(cfg.train.grad_accum),
                 gradient_clipping=float(cfg.train.max_grad_norm),
                 zero_allow_untested_optimizer=True,
@@ -224,10 +226,11 @@ class Trainer:
 
     def forward_backward_step(self, batch: dict, micro_step: int) -> dict:
         """Prepare, forward, loss, backward for one micro-batch; returns the detached losses."""
-        generator = step_generator(int(self.cfg.train.seed), self.step, micro_step, self.rank)
-        prepared = self.adapter.prepare_batch(batch, self.accelerator.device, generator)
+        # The global batch's draws, of which this process keeps its samples: any process count draws the same (StepDraws)
+        draws = StepDraws(step_generator(int(self.cfg.train.seed), self.step, micro_step), self.rank, self.world_size)
+        prepared = self.adapter.prepare_batch(batch, self.accelerator.device, draws)
         with self.accelerator.autocast():
-            predictions, targets, weights = self.adapter.forward(self.model, prepared, generator)
+            predictions, targets, weights = self.adapter.forward(self.model, prepared, draws)
         loss, parts = self.adapter.objective.loss(predictions, targets, weights)
         self.accelerator.backward(loss)
         return {"loss": loss.detach(), **{f"loss_{key}": value for key, value in parts.items()}}
@@ -263,8 +266,9 @@ class Trainer:
             started = time.perf_counter()
             losses = self.train_step(batches)
             seconds = time.perf_counter() - started
-            loss = float(losses["loss"])
+            loss = float(accelerator.reduce(losses["loss"].reshape(1), "mean"))  # the global batch's, as one process has it
             history.append(loss)
+            self.losses.append(loss)
             lr = self.scheduler.get_last_lr()[0]
             progress.update(1)
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", step_s=f"{seconds:.2f}", samples_s=f"{samples_per_step / seconds:.1f}")
@@ -374,6 +378,7 @@ class Trainer:
             state = {"step": self.step, "batches_consumed": self.batches_consumed, "world_size": self.world_size,
                      "batch_size": self.batch_size, "seed": int(self.cfg.train.seed)}
             (folder / "trainer.json").write_text(json.dumps(state, indent=1))
+            (folder / "losses.json").write_text(json.dumps(self.losses) + "\n")  # the loss curve, from step 0
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
@@ -418,6 +423,8 @@ class Trainer:
             self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
         self.step, self.batches_consumed = int(state["step"]), int(state["batches_consumed"])
+        losses_path = folder / "losses.json"  # checkpoints from before 2026-12-06 have none
+        self.losses = json.loads(losses_path.read_text())[: self.step] if losses_path.is_file() else []
         rng_path = folder / f"rng-rank{self.rank}.safetensors"
         if rng_path.is_file():
             rng = load_file(rng_path)
@@ -502,14 +509,16 @@ def scalar_hparams(cfg) -> dict:
     return flat
 
 
-def continue_command(run_dir, overrides) -> str:
-    """The command that continues a run in ``run_dir``: its own overrides, the run folder and ``train.resume=latest``."""
+def continue_command(run_dir, overrides, world_size: int = 1) -> str:
+    """The command that continues a run in ``run_dir``: its own overrides, the run folder and ``train.resume=latest``,
+    on as many processes as wrote its checkpoints (torchrun's, as a module of this interpreter)."""
     import shlex
 
     from one4d.runtime import python_command
 
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("run_dir", "train.resume")]
-    return " ".join([python_command(), "scripts/train.py", *map(shlex.quote, kept), shlex.quote(f"run_dir={run_dir}"),
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(world_size)] if world_size > 1 else []
+    return " ".join([python_command(), *launcher, "scripts/train.py", *map(shlex.quote, kept), shlex.quote(f"run_dir={run_dir}"),
                      "train.resume=latest"])
 
 
@@ -536,6 +545,6 @@ def run(cfg, overrides: list[str] | None = None) -> dict:
     finally:
         trainer.close()
     if overrides is not None and trainer.accelerator.is_main_process:
-        print(f"continue this run (e.g. with a larger train.steps): {continue_command(cfg.run_dir, overrides)}", flush=True)
+        print(f"continue this run (e.g. with a larger train.steps): {continue_command(cfg.run_dir, overrides, trainer.world_size)}", flush=True)
     return result
 

@@ -14,7 +14,7 @@ import torch
 from one4d.data.clip import write_video
 from one4d.encoding import decode_latents
 
-from .builders import step_generator
+from .builders import StepDraws, step_generator
 
 
 @torch.no_grad()
@@ -45,8 +45,8 @@ def write_validation_sample(trainer, prefix: Path) -> list[Path]:
     was_training = model.training
     model.eval()
     batch = torch.utils.data.default_collate([trainer.dataset[0]])
-    generator = step_generator(int(trainer.cfg.train.seed), 10**9, 0, 0)  # a fixed draw, apart from training steps
-    prepared = trainer.adapter.prepare_batch(batch, trainer.accelerator.device, generator)
+    generator = step_generator(int(trainer.cfg.train.seed), 10**9, 0)  # a fixed draw, apart from training steps
+    prepared = trainer.adapter.prepare_batch(batch, trainer.accelerator.device, StepDraws(generator))
     rgb, xyz = euler_sample(model, prepared, int(cfg.num_steps), float(cfg.shift), generator)
     vae = trainer.vae()
     rgb_video = decode_latents(vae, rgb)[0]  # (3, F, H, W)
