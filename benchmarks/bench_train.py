@@ -13,11 +13,21 @@ instead, and reports how long the compiling first steps took:
 
     .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --compile --steps 30 --rounds 3 --threads 2
 
+With ``--processes`` it runs the stage as ``make tiny-model`` does, ``scripts/train.py`` as one process on all the
+threads against torchrun with one process of one thread per thread (the same global batch and draws), alternating,
+and reads the seconds of each step after the compiling first ones from the trainer's log; trailing Hydra overrides
+point it at another build's files:
+
+    .venv/bin/python benchmarks/bench_train.py --stage tiny_one4d --processes --steps 40 --rounds 2 --threads 2 \
+        model.transformer=O/base model.components=O/base data.cache=W/cache 'data.roots=[W/clips]'
+
 The GPU measurement of the 14B step (81 x 352 x 624, bf16, checkpointing) needs an H100-class GPU; run
 with --preset wan2.1-fun-14b-inp on one (not done on the 2-core CPU machine).
 """
 
 import argparse
+import re
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -68,10 +78,15 @@ def main() -> None:
                         help="time this stage of make tiny-model on its cache, new reader against the old")
     parser.add_argument("--rounds", type=int, default=2, help="with --stage: alternating rounds of each reader")
     parser.add_argument("--compile", action="store_true", help="with --stage: eager against train.compile=true")
+    parser.add_argument("--processes", action="store_true",
+                        help="with --stage: one process on --threads threads against that many processes of one thread")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("overrides", nargs="*", help="with --stage --processes: Hydra overrides for both runs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.stage and args.processes:
+        return compare_processes(args)
     if args.stage:
         return compare_compiled(args) if args.compile else compare_cache_readers(args)
     folder = Path(tempfile.mkdtemp())
@@ -123,6 +138,28 @@ def compare_cache_readers(args) -> None:
     for name, values in rates.items():
         print(f"{name:18s}: {1 / max(values):.3f} s/step (rounds: {', '.join(f'{1 / v:.3f}' for v in values)}; "
               f"{max(values) / old:.2f}x the old reader's steps/s)")
+
+
+def compare_processes(args, warm_up: int = 5) -> None:
+    from one4d.training.tiny_model import training_command
+
+    threads = torch.get_num_threads()
+    seconds = {1: [], threads: []}
+    for _ in range(args.rounds):
+        for processes in seconds:
+            overrides = [f"run_dir={tempfile.mkdtemp()}/run", f"train.steps={warm_up + args.steps}", "train.log_every=1",
+                         "train.checkpoint_every=0", *args.overrides]
+            result = subprocess.run(training_command(args.stage, overrides, processes), capture_output=True, text=True)
+            if result.returncode:
+                raise SystemExit(result.stderr[-2000:])
+            steps = [float(value) for value in re.findall(r"step_seconds=([0-9.]+)", result.stdout)][warm_up:]
+            seconds[processes].append(sum(steps) / len(steps))
+    print(f"{args.stage}, global batch {batch_of([f'experiment={args.stage}', *args.overrides])}, {args.steps} steps after "
+          f"{warm_up} x {args.rounds} rounds, mean seconds a step per round")
+    one, many = seconds[1], seconds[threads]
+    print(f"1 process x {threads} threads : {', '.join(f'{value:.3f}' for value in one)}")
+    print(f"{threads} processes x 1 thread: {', '.join(f'{value:.3f}' for value in many)}  "
+          f"({min(one) / min(many):.2f}x best against best, {sum(one) / sum(many):.2f}x mean against mean)")
 
 
 if __name__ == "__main__":

@@ -347,7 +347,7 @@ def write_readme(out: Path, log: dict) -> Path:
         f"Data: {settings['num_clips']} synthetic clips (`one4d.data.synthetic`, seeds {settings['data_seed']} .. "
         f"{settings['data_seed'] + settings['num_clips'] - 1}), {settings['num_frames']} frames at {settings['height']} x {settings['width']}. "
         "The demo scores held-out seeds from 1,000,000.",
-        f"Machine: {log.get('machine', 'unknown')}, shared with other jobs; torch threads of each stage's run beside its wall time.",
+        f"Machine: {log.get('machine', 'unknown')}, shared with other jobs; torch threads (or processes) of each stage's run beside its wall time.",
         "",
         "| stage | command | wall time | result |",
         "|---|---|---|---|",
@@ -362,8 +362,11 @@ def write_readme(out: Path, log: dict) -> Path:
                       f"RGB {errors['rgb']:.3f}, XYZ {errors['xyz']:.3f}")
         else:
             result = ", ".join(f"{key}: {value}" for key, value in record.items()
-                               if key not in ("wall_s", "command", "threads", "openmp_wait"))
-        how = [f"{record['threads']} thread{'s' if record['threads'] > 1 else ''}"] if "threads" in record else []
+                               if key not in ("wall_s", "command", "threads", "openmp_wait", "processes", "training_command"))
+        if record.get("processes", 1) > 1:  # the data, cache and trainer stages: one process of one thread per thread
+            how = [f"{record['processes']} processes of 1 thread"]
+        else:
+            how = [f"{record['threads']} thread{'s' if record['threads'] > 1 else ''}"] if "threads" in record else []
         if record.get("openmp_wait", "default") != "default":
             how.append(record["openmp_wait"])
         how = f" ({', '.join(how)})" if how else ""
