@@ -1,5 +1,6 @@
 """Training on CPU with the tiny preset: objective convention, architecture-blind adapter, loss falls, cache == raw, bad input."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,8 +69,9 @@ def test_two_processes_draw_for_each_sample_what_one_process_draws():
     ranks = [draws(rank, 2, 2) for rank in (0, 1)]
     for kind, whole in enumerate(one):
         assert torch.equal(whole[0::2], ranks[0][kind]) and torch.equal(whole[1::2], ranks[1][kind])
-    # one process draws what the plain generator did before StepDraws (the shipped build's draws are unchanged)
-    plain = step_generator(0, 5, 1)
+    # one process draws what rank 0's generator drew before StepDraws (the shipped build's draws are unchanged)
+    state = np.random.SeedSequence([0, 5, 1, 0]).generate_state(2, dtype=np.uint32)
+    plain = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
     assert torch.equal(one[0], objective.sample_sigmas(4, plain)) and torch.equal(one[1], torch.randn((4, 16, 2, 3, 3), generator=plain))
 
 

@@ -87,10 +87,11 @@ def build_dataset(data_cfg, seed: int, vae_fingerprint: str | None = None):
     )
 
 
-def step_generator(seed: int, step: int, micro_step: int, rank: int = 0, device="cpu") -> torch.Generator:
+def step_generator(seed: int, step: int, micro_step: int, device="cpu") -> torch.Generator:
     """The generator of one micro-step: sigmas, noise and prompt dropout are a function of (seed, step, micro-step)
-    only, so a resumed run draws exactly what the uninterrupted one drew (``rank``: a stream apart, e.g. validation's)."""
-    state = np.random.SeedSequence([seed, step, micro_step, rank]).generate_state(2, dtype=np.uint32)
+    only, so a resumed run draws exactly what the uninterrupted one drew, on any number of processes (StepDraws)."""
+    # the 0 stands where each process's rank stood before StepDraws: one process draws as it always did
+    state = np.random.SeedSequence([seed, step, micro_step, 0]).generate_state(2, dtype=np.uint32)
     return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
