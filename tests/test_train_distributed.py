@@ -82,29 +82,32 @@ def test_two_processes_end_with_identical_weights(launcher, options, clips, tmp_
 @pytest.mark.slow
 def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(clips, tmp_path):
     """train.global_batch_size: the data order and every sample's noise, sigma and prompt dropout (StepDraws) are
-    the one-process run's, so two processes end where one does, up to the rounding of the gradient average."""
+    the one-process run's, so two processes end where one does, up to the rounding of the gradient average; and
+    the two processes' checkpoint continues on one process to the same end (check_resumable)."""
     script = tmp_path / "rank_dump.py"
     script.write_text(RANK_DUMP)
     common = [
-        "experiment=tiny_cpu", f"data.roots=[{clips}]", "train.report_to=null", "train.progress_bar=false", "train.steps=3",
-        "train.global_batch_size=2", "train.grad_accum=2", "train.checkpoint_every=3", "train.log_every=0",
+        "experiment=tiny_cpu", f"data.roots=[{clips}]", "train.report_to=null", "train.progress_bar=false", "train.steps=4",
+        "train.global_batch_size=2", "train.grad_accum=2", "train.checkpoint_every=2", "train.keep_last=0", "train.log_every=0",
         "+model.base_overrides.num_layers=2",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    two_processes = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     runs = {}
-    for name, launch in (("one", [sys.executable]), ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                              "--nproc_per_node", "2"])):
+    for name, launch, extra in (("one", [sys.executable], []), ("two", two_processes, ["launcher=ddp"]),
+                                ("two_then_one", [sys.executable], [f"train.resume={tmp_path / 'two' / 'run' / 'checkpoints' / 'step-0000002'}"])):
         folder = tmp_path / name
         folder.mkdir()
-        extra = ["launcher=ddp"] if name == "two" else []
         result = subprocess.run([*launch, str(script), str(folder), *common, f"run_dir={folder / 'run'}", *extra],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
         assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
-        checkpoint = folder / "run" / "checkpoints" / "step-0000003"
+        checkpoint = folder / "run" / "checkpoints" / "step-0000004"
         runs[name] = load_file(folder / "rank0.safetensors"), json.loads((checkpoint / "losses.json").read_text())
-    (one, one_losses), (two, two_losses) = runs["one"], runs["two"]
-    assert len(one_losses) == 3 and torch.allclose(torch.tensor(two_losses), torch.tensor(one_losses), rtol=1e-4)
-    assert one.keys() == two.keys()
+    (one, one_losses), (two, two_losses), (resumed, resumed_losses) = runs["one"], runs["two"], runs["two_then_one"]
+    assert len(one_losses) == 4 and torch.allclose(torch.tensor(two_losses), torch.tensor(one_losses), rtol=1e-4)
+    assert resumed_losses[:2] == two_losses[:2] and torch.allclose(torch.tensor(resumed_losses), torch.tensor(one_losses), rtol=1e-4)
+    assert one.keys() == two.keys() == resumed.keys()
     # measured: 1.1e-6 at most (0.1 % of a step at lr 1e-3); each process drawing its own noise: see the losses
-    moved = max(float((one[name] - two[name]).abs().max()) for name in one)
-    assert all(torch.allclose(two[name], one[name], rtol=1e-4, atol=2e-5) for name in one), moved
+    for other in (two, resumed):
+        moved = max(float((one[name] - other[name]).abs().max()) for name in one)
+        assert all(torch.allclose(other[name], one[name], rtol=1e-4, atol=2e-5) for name in one), moved

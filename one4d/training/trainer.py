@@ -93,6 +93,29 @@ def check_config(cfg, world_size: int) -> int:
     return batch_size
 
 
+def check_resumable(folder: Path, state: dict, world_size: int, batch_size: int, deepspeed: bool) -> None:
+    """Refuse, in one line, a checkpoint this run cannot continue exactly.
+
+    Single-process and DDP checkpoints hold the whole optimizer state, and the data order (:class:`ShardedBatches`)
+    and every sample's draws (:class:`StepDraws`) depend only on the GLOBAL batch, so such a run continues on any
+    number of processes with the same ``world_size x batch``. DeepSpeed partitions the optimizer state across its
+    processes (ZeRO), so its checkpoints continue only on the count that wrote them.
+    """
+    written_by_deepspeed = (folder / "deepspeed").is_dir()
+    if written_by_deepspeed != deepspeed:
+        wanted = "launcher=deepspeed_zero2 or deepspeed_zero3" if written_by_deepspeed else "launcher=single or ddp"
+        raise ValueError(f"checkpoint {folder} was written {'under' if written_by_deepspeed else 'without'} DeepSpeed; "
+                         f"resume it with {wanted}")
+    written, this = (state["world_size"], state["batch_size"]), (world_size, batch_size)
+    if deepspeed and written != this:
+        raise ValueError(f"checkpoint {folder} was written by {written[0]} DeepSpeed processes x batch {written[1]}; "
+                         f"this run has {this[0]} x {this[1]}: ZeRO's optimizer partitions need the same process count")
+    if written[0] * written[1] != this[0] * this[1]:
+        raise ValueError(f"checkpoint {folder} was written with a global batch of {written[0]} processes x {written[1]}; "
+                         f"this run has {this[0]} x {this[1]}: the data order would not continue (set "
+                         f"train.global_batch_size={written[0] * written[1]})")
+
+
 class Trainer:
     """Builds everything from a composed config, then ``train()``; each step is a method to override."""
 
@@ -410,11 +433,8 @@ class Trainer:
         """Restore weights, optimizer, scheduler, data order and RNG from a verified checkpoint."""
         folder = Path(folder)
         state = json.loads((folder / "trainer.json").read_text())
-        if state["world_size"] != self.world_size or state["batch_size"] != self.batch_size:
-            raise ValueError(
-                f"checkpoint {folder} was written by {state['world_size']} processes x batch {state['batch_size']}; "
-                f"this run has {self.world_size} x {self.batch_size}: the data order would not continue"
-            )
+        check_resumable(folder, state, self.world_size, self.batch_size,
+                        self.accelerator.distributed_type == DistributedType.DEEPSPEED)
         load_trainable_state(self.unwrapped_model(), folder / "trainable")
         if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
             self.model.load_checkpoint(str(folder / "deepspeed"), tag="state", load_module_strict=False,
