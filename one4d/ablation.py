@@ -72,7 +72,7 @@ def train_architecture(architecture: str, checkpoint: Path, work: Path, steps: i
     from one4d.training.tiny_model import path_overrides, train_stage, training_processes
 
     started = time.perf_counter()
-    final, history, _ = train_stage("tiny_one4d", [
+    final, history, _, _ = train_stage("tiny_one4d", [
         *path_overrides(checkpoint, work.parent, f"ablation/{architecture}"), f"model.transformer={checkpoint / 'base'}",
         f"model.preset={checkpoint_preset(checkpoint)}",
         f"model.architecture={architecture}", f"train.steps={steps}", "train.checkpoint_every=0", *overrides,

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
 from one4d.data.dataset import ClipDataset
 from one4d.data.synthetic import write_synthetic_dataset
@@ -212,9 +213,10 @@ def training_command(experiment: str, overrides: list[str], processes: int) -> l
             "launcher=ddp", "threads=1", *overrides]
 
 
-def train_stage(experiment: str, overrides: list[str], processes: int) -> tuple[Path, list[float], str]:
-    """Train ``experiment`` from scratch with the user's command; returns its final checkpoint, the loss of every step
-    and the command. The stage's outputs are exported from that checkpoint, as a user would from theirs."""
+def train_stage(experiment: str, overrides: list[str], processes: int) -> tuple[Path, list[float], str, DictConfig]:
+    """Train ``experiment`` from scratch with the user's command; returns its final checkpoint, the loss of every step,
+    the command and its composed config. The stage's outputs are exported from that checkpoint, as a user would from
+    theirs."""
     cfg = compose_train_config([f"experiment={experiment}", *overrides])  # bad overrides: one line before any process starts
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
     command = training_command(experiment, overrides, processes)
@@ -224,7 +226,7 @@ def train_stage(experiment: str, overrides: list[str], processes: int) -> tuple[
     final = latest_valid(Path(cfg.run_dir) / "checkpoints")
     if final is None or int(final.name.split("-")[1]) != int(cfg.train.steps):
         raise ValueError(f"the {experiment} stage's training left no checkpoint of step {cfg.train.steps} in {cfg.run_dir}")
-    return final, json.loads((final / "losses.json").read_text()), " ".join(command)
+    return final, json.loads((final / "losses.json").read_text()), " ".join(command), cfg
 
 
 def stage_base(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
@@ -234,8 +236,8 @@ def stage_base(settings: dict, out: Path, work: Path, overrides: list[str]) -> d
 
     overrides = [*path_overrides(out, work, "base"), *overrides]
     processes = training_processes()
-    final, history, command = train_stage("tiny_base", overrides, processes)
-    model = build_base_model(compose_train_config(["experiment=tiny_base", *overrides]).model)
+    final, history, command, cfg = train_stage("tiny_base", overrides, processes)
+    model = build_base_model(cfg.model)
     load_trainable_state(model, final / "trainable")
     folder = out / "base" / "transformer"
     shutil.rmtree(folder, ignore_errors=True)
@@ -247,12 +249,11 @@ def stage_base(settings: dict, out: Path, work: Path, overrides: list[str]) -> d
 def stage_one4d(settings: dict, out: Path, work: Path, overrides: list[str]) -> dict:
     overrides = [*path_overrides(out, work, "one4d"), f"model.transformer={out / 'base'}", *overrides]
     processes = training_processes()
-    final, history, command = train_stage("tiny_one4d", overrides, processes)
+    final, history, command, cfg = train_stage("tiny_one4d", overrides, processes)
     folder = out / "one4d"
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(final / "trainable", folder)  # save_trainable_state's folder: the layout of every One4D checkpoint
-    preset = compose_train_config(["experiment=tiny_one4d", *overrides]).model.preset
-    return {"folder": str(folder), "preset": str(preset), "steps": len(history), "first_loss": history[0],
+    return {"folder": str(folder), "preset": str(cfg.model.preset), "steps": len(history), "first_loss": history[0],
             "final_loss": _tail_mean(history), "processes": processes, "training_command": command}
 
 
