@@ -90,19 +90,23 @@ def test_unfinished_checkpoint_is_never_picked(tmp_path):
     assert latest_valid(root) is None
 
 
-def test_a_checkpoint_continues_on_any_process_count_with_its_global_batch_but_deepspeed_on_its_own(tmp_path):
+def test_a_checkpoint_continues_on_any_process_count_with_its_global_batch(tmp_path):
+    from one4d.training.checkpointing import convert_to_universal, needs_universal_load
     from one4d.training.trainer import check_resumable
 
     state = {"world_size": 2, "batch_size": 4}
+    (tmp_path / "trainer.json").write_text(json.dumps(state))
     check_resumable(tmp_path, state, 1, 8, deepspeed=False)  # DDP's 2 x 4 continues as one process of 8, or 4 x 2
     check_resumable(tmp_path, state, 4, 2, deepspeed=False)
     with pytest.raises(ValueError, match=r"global batch of 2 processes x 4; this run has 1 x 4.*train.global_batch_size=8"):
         check_resumable(tmp_path, state, 1, 4, deepspeed=False)
     with pytest.raises(ValueError, match="written without DeepSpeed; resume it with launcher=single or ddp"):
         check_resumable(tmp_path, state, 2, 4, deepspeed=True)
-    (tmp_path / "deepspeed").mkdir()  # ZeRO's partitioned optimizer state
-    check_resumable(tmp_path, state, 2, 4, deepspeed=True)
-    with pytest.raises(ValueError, match="ZeRO's optimizer partitions need the same process count"):
-        check_resumable(tmp_path, state, 1, 8, deepspeed=True)
+    assert not needs_universal_load(tmp_path, 1)
+    (tmp_path / "deepspeed" / "state").mkdir(parents=True)  # ZeRO's partitioned optimizer state
+    check_resumable(tmp_path, state, 1, 8, deepspeed=True)  # through a universal checkpoint
+    assert needs_universal_load(tmp_path, 1) and not needs_universal_load(tmp_path, 2)
     with pytest.raises(ValueError, match="written under DeepSpeed; resume it with launcher=deepspeed_zero2 or deepspeed_zero3"):
         check_resumable(tmp_path, state, 2, 4, deepspeed=False)
+    with pytest.raises(ValueError, match=r"converting .*state to a universal checkpoint failed: "):
+        convert_to_universal(tmp_path / "deepspeed" / "state", tmp_path / "universal")  # no partitions in it

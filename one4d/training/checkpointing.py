@@ -4,7 +4,8 @@ A checkpoint ``<run>/checkpoints/step-000123/`` holds
 
     trainable/             the trainable state (``one4d.models.state``: safetensors + architecture.json)
     optimizer.pt           optimizer state (plain tensors and numbers: read with weights_only=True)
-    deepspeed/             instead of optimizer.pt under DeepSpeed: its per-rank ZeRO partitions
+    deepspeed/             instead of optimizer.pt under DeepSpeed: its per-rank ZeRO partitions (another process
+                           count loads them through ``convert_to_universal``)
     scheduler.json         the LR scheduler's state
     trainer.json           step, epoch, batches consumed: the data order is a function of these
     losses.json            every step's loss from step 0 (the mean over processes): the run's loss curve
@@ -145,3 +146,29 @@ def prune(root: Path, keep_last: int) -> None:
     if keep_last > 0:
         for folder in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def needs_universal_load(folder: Path, world_size: int) -> bool:
+    """A DeepSpeed checkpoint written by another process count: its ZeRO partitions load only as a universal checkpoint."""
+    folder = Path(folder)
+    if not (folder / "deepspeed").is_dir():
+        return False
+    return int(json.loads((folder / "trainer.json").read_text())["world_size"]) != world_size
+
+
+def convert_to_universal(state: Path, out: Path) -> None:
+    """DeepSpeed's own converter (``python -m deepspeed.checkpoint.ds_to_universal``) of one ZeRO-1/2/3 checkpoint tag
+    folder into ``out``, a universal checkpoint that loads on any process count (``checkpoint.load_universal``). Our
+    engines save no ``universal_checkpoint_info`` (plain data parallelism: no tensor or pipeline split), so the
+    converter injects the default."""
+    import subprocess
+    import sys
+
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(state),
+               "--output_folder", str(out), "--inject_missing_state"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise ValueError(f"converting {state} to a universal checkpoint failed: {lines[-1]}")
+

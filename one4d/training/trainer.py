@@ -96,10 +96,10 @@ def check_config(cfg, world_size: int) -> int:
 def check_resumable(folder: Path, state: dict, world_size: int, batch_size: int, deepspeed: bool) -> None:
     """Refuse, in one line, a checkpoint this run cannot continue exactly.
 
-    Single-process and DDP checkpoints hold the whole optimizer state, and the data order (:class:`ShardedBatches`)
-    and every sample's draws (:class:`StepDraws`) depend only on the GLOBAL batch, so such a run continues on any
-    number of processes with the same ``world_size x batch``. DeepSpeed partitions the optimizer state across its
-    processes (ZeRO), so its checkpoints continue only on the count that wrote them.
+    The data order (:class:`ShardedBatches`) and every sample's draws (:class:`StepDraws`) depend only on the GLOBAL
+    batch, so a run continues on any number of processes with the same ``world_size x batch``. Single-process and DDP
+    checkpoints hold the whole optimizer state; DeepSpeed's ZeRO partitions of another process count are loaded
+    through DeepSpeed's universal checkpoint (:meth:`Trainer.load_deepspeed_state`).
     """
     written_by_deepspeed = (folder / "deepspeed").is_dir()
     if written_by_deepspeed != deepspeed:
@@ -107,9 +107,6 @@ def check_resumable(folder: Path, state: dict, world_size: int, batch_size: int,
         raise ValueError(f"checkpoint {folder} was written {'under' if written_by_deepspeed else 'without'} DeepSpeed; "
                          f"resume it with {wanted}")
     written, this = (state["world_size"], state["batch_size"]), (world_size, batch_size)
-    if deepspeed and written != this:
-        raise ValueError(f"checkpoint {folder} was written by {written[0]} DeepSpeed processes x batch {written[1]}; "
-                         f"this run has {this[0]} x {this[1]}: ZeRO's optimizer partitions need the same process count")
     if written[0] * written[1] != this[0] * this[1]:
         raise ValueError(f"checkpoint {folder} was written with a global batch of {written[0]} processes x {written[1]}; "
                          f"this run has {this[0]} x {this[1]}: the data order would not continue (set "
@@ -127,14 +124,20 @@ class Trainer:
         self.batches_consumed = 0  # batches this process has drawn (the data-order state)
         self.skipped_clips = 0  # bad clips the dataset skipped and replaced (counted per batch)
         self.losses: list[float] = []  # every step's loss since step 0, averaged over processes (in each checkpoint)
+        self.resume_from: Path | None = None  # the checkpoint setup() continues (train.resume)
 
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> "Trainer":
         cfg = self.cfg
+        # before anything is written, and before the engine's config (a DeepSpeed resume on another count loads universally)
+        self.resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)
         self.accelerator = self.build_accelerator()
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.batch_size = check_config(cfg, self.world_size)
+        if self.resume_from is not None:  # a checkpoint this run cannot continue: one line before any weights load
+            check_resumable(self.resume_from, json.loads((self.resume_from / "trainer.json").read_text()), self.world_size,
+                            self.batch_size, self.accelerator.distributed_type == DistributedType.DEEPSPEED)
         if cfg.model.architecture != "base":  # which base will be fine-tuned, before any data or weights are read
             from one4d.weights import base_transformer_source
 
@@ -142,13 +145,12 @@ class Trainer:
                                     bool(cfg.model.get("transformer_from_components", False)))
         storage = storage_dtype(cfg.model.get("base_storage_dtype"))
         check_precision(torch_dtype(cfg.model.dtype), self.accelerator.device, storage)
-        resume_from = checkpointing.resolve_resume(cfg.train.resume, self.checkpoint_root)  # before anything is written
         vae = vae_fingerprint(cfg.model.components, int(cfg.model.components_seed), encoder_settings(cfg.model)) if cfg.data.get("cache") else None
         self.dataset = build_dataset(cfg.data, seed=int(cfg.train.seed), vae_fingerprint=vae)  # bad data: no run folder yet
         if self.accelerator.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            print(f"run directory: {self.run_dir}" + (f" (resuming {resume_from})" if resume_from else ""), flush=True)
+            print(f"run directory: {self.run_dir}" + (f" (resuming {self.resume_from})" if self.resume_from else ""), flush=True)
 
         self.order = ShardedBatches(len(self.dataset), self.batch_size, self.rank, self.world_size, int(cfg.train.seed))
         torch.manual_seed(int(cfg.train.seed))  # identical LoRA initialisation on every process
@@ -171,8 +173,8 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         if storage is not None:  # after prepare: DDP / DeepSpeed broadcast the bf16 weights (gloo has no fp8)
             enable_fp8_base_storage(self.unwrapped_model(), storage)
-        if resume_from is not None:
-            self.load_checkpoint(resume_from)
+        if self.resume_from is not None:
+            self.load_checkpoint(self.resume_from)
         if cfg.train.report_to:
             self.accelerator.init_trackers("one4d", config=scalar_hparams(cfg))
         return self
@@ -204,6 +206,8 @@ class Trainer:
                 zero_allow_untested_optimizer=True,
                 bf16={"enabled": False}, fp16={"enabled": False},  # see the module docstring
             )
+            if self.resume_from is not None and checkpointing.needs_universal_load(self.resume_from, int(os.environ.get("WORLD_SIZE", "1"))):
+                config["checkpoint"] = {"load_universal": True}  # ZeRO partitions of another process count
             kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=config)
             if not torch.cuda.is_available():
                 # accelerate leaves the backend unset on CPU; gloo makes it count the processes.
@@ -430,16 +434,13 @@ class Trainer:
                             trained_at={"num_frames": int(data.num_frames), "height": int(data.height), "width": int(data.width)})
 
     def load_checkpoint(self, folder: Path) -> None:
-        """Restore weights, optimizer, scheduler, data order and RNG from a verified checkpoint."""
+        """Restore weights, optimizer, scheduler, data order and RNG from a verified checkpoint (``check_resumable``)."""
         folder = Path(folder)
         state = json.loads((folder / "trainer.json").read_text())
-        check_resumable(folder, state, self.world_size, self.batch_size,
-                        self.accelerator.distributed_type == DistributedType.DEEPSPEED)
-        load_trainable_state(self.unwrapped_model(), folder / "trainable")
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
-            self.model.load_checkpoint(str(folder / "deepspeed"), tag="state", load_module_strict=False,
-                                       load_optimizer_states=True, load_lr_scheduler_states=False)
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:  # the engine restores the weights with their fp32 masters (ZeRO-3: only it can, they are partitioned)
+            self.load_deepspeed_state(folder, universal=state["world_size"] != self.world_size)
         else:
+            load_trainable_state(self.unwrapped_model(), folder / "trainable")
             self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
         self.step, self.batches_consumed = int(state["step"]), int(state["batches_consumed"])
@@ -453,6 +454,22 @@ class Trainer:
                 torch.cuda.set_rng_state(rng["cuda"])
         if self.accelerator.is_main_process:
             logger.info("resumed from %s at step %d", folder, self.step)
+
+    def load_deepspeed_state(self, folder: Path, universal: bool) -> None:
+        """ZeRO's optimizer partitions; written by another process count, through DeepSpeed's universal checkpoint
+        (``ds_to_universal``, converted once into ``<run>/.universal/`` and removed after loading)."""
+        source = folder / "deepspeed"
+        if universal:
+            source = self.run_dir / ".universal"
+            if self.accelerator.is_main_process:
+                checkpointing.convert_to_universal(folder / "deepspeed" / "state", source / "state")
+            self.accelerator.wait_for_everyone()
+        self.model.load_checkpoint(str(source), tag="state", load_module_strict=False, load_optimizer_states=True,
+                                   load_lr_scheduler_states=False)
+        if universal:
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                shutil.rmtree(source, ignore_errors=True)
 
     # ------------------------------------------------------------------ validation
 
