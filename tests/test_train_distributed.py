@@ -105,7 +105,7 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
         runs[name] = load_file(folder / "rank0.safetensors"), json.loads((checkpoint / "losses.json").read_text())
     (one, one_losses), (two, two_losses), (resumed, resumed_losses) = runs["one"], runs["two"], runs["two_then_one"]
     assert len(one_losses) == 4 and torch.allclose(torch.tensor(two_losses), torch.tensor(one_losses), rtol=1e-4)
-    assert resumed_losses[:2] == two_losses[:2] and torch.allclose(torch.tensor(resumed_losses), torch.tensor(one_losses), rtol=1e-4)
+    assert torch.allclose(torch.tensor(resumed_losses), torch.tensor(one_losses), rtol=1e-4)
     assert one.keys() == two.keys() == resumed.keys()
     # measured: 1.1e-6 at most (0.1 % of a step at lr 1e-3); each process drawing its own noise: see the losses
     for other in (two, resumed):
@@ -117,30 +117,44 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
 @pytest.mark.parametrize("launcher", ["deepspeed_zero2", "deepspeed_zero3"])
 def test_deepspeed_checkpoint_continues_on_its_own_and_on_another_process_count(launcher, clips, tmp_path):
     """``scripts/train.py`` under torchrun: a two-process ZeRO run's step-2 checkpoint, resumed on two processes and on
-    one (DeepSpeed's universal checkpoint), ends where the uninterrupted run ends. Without the optimizer's partitions
-    the weights differ by 5e-3 and the last loss by 5 %; ZeRO-3's resume failed outright before (its partitioned
-    module could not take the saved trainable state)."""
+    one (DeepSpeed's universal checkpoint), ends where the uninterrupted run ends; ZeRO-2's one-process checkpoint
+    continues on two. Without the optimizer's partitions the weights differ by 5e-3 and the last loss by 5 %; ZeRO-3's
+    resume failed outright before (its partitioned module could not take the saved trainable state)."""
     common = [
         "experiment=tiny_cpu", f"launcher={launcher}", f"data.roots=[{clips}]", "train.report_to=null", "train.progress_bar=false",
         "train.steps=4", "train.global_batch_size=2", "train.grad_accum=2", "train.checkpoint_every=2", "train.keep_last=0",
         "train.log_every=0", "+model.base_overrides.num_layers=2", "threads=1",
     ]
-    two_processes = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    halfway = tmp_path / "uninterrupted" / "checkpoints" / "step-0000002"
+    two, one = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], [sys.executable]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for name, launch, extra in (("uninterrupted", two_processes, []), ("on_two", two_processes, [f"train.resume={halfway}"]),
-                                ("on_one", [sys.executable], [f"train.resume={halfway}"])):
+
+    def train(name, launch, *extra, expect=0):
         result = subprocess.run([*launch, str(ROOT / "scripts" / "train.py"), *common, f"run_dir={tmp_path / name}", *extra],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-        assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
-    final = {name: tmp_path / name / "checkpoints" / "step-0000004" for name in ("uninterrupted", "on_two", "on_one")}
+        assert result.returncode == expect, result.stdout[-1500:] + result.stderr[-3000:]
+        return result
+
+    def halfway(name):
+        return f"train.resume={tmp_path / name / 'checkpoints' / 'step-0000002'}"
+
+    train("uninterrupted", two)
+    runs = {"on_two": (two, halfway("uninterrupted")), "on_one": (one, halfway("uninterrupted"))}
+    if launcher == "deepspeed_zero2":  # the paper's launcher: also one process to two, and the architecture checked
+        train("first_half_on_one", one, "train.steps=4", "train.checkpoint_every=2")
+        runs["one_then_two"] = (two, halfway("first_half_on_one"))
+        refused = train("other_rank", one, halfway("uninterrupted"), "model.lora_rank=4", expect=2)
+        assert "does not fit this model (lora_rank: checkpoint has 8, model has 4)" in refused.stderr.splitlines()[-1]
+    for name, (launch, resume) in runs.items():
+        train(name, launch, resume)
+    final = {name: tmp_path / name / "checkpoints" / "step-0000004" for name in ("uninterrupted", *runs)}
     losses = {name: json.loads((folder / "losses.json").read_text()) for name, folder in final.items()}
     weights = {name: load_file(folder / "trainable" / "trainable_state.safetensors") for name, folder in final.items()}
     expected = weights["uninterrupted"]
-    for name in ("on_two", "on_one"):
-        assert losses[name][:2] == losses["uninterrupted"][:2]
+    for name in runs:
         assert torch.allclose(torch.tensor(losses[name]), torch.tensor(losses["uninterrupted"]), rtol=1e-5)
         assert weights[name].keys() == expected.keys()
         moved = max(float((weights[name][key] - expected[key]).abs().max()) for key in expected)
-        assert moved < 1e-6, (name, moved)  # measured: 0 on two processes, 2e-8 (ZeRO-2) / 6e-8 (ZeRO-3) on one
-    assert not (tmp_path / "on_one" / ".universal").exists()  # the converted partitions are removed after loading
+        # measured: 0 on two processes, 2e-8 (ZeRO-2) / 6e-8 (ZeRO-3) on one; a first half on one process: 1.1e-6,
+        # the rounding of the two processes' gradient average (as with DDP above)
+        assert moved < (2e-5 if name == "one_then_two" else 1e-6), (name, moved)
+        assert not (tmp_path / name / ".universal").exists()  # the converted partitions are removed after loading

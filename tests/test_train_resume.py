@@ -90,23 +90,30 @@ def test_unfinished_checkpoint_is_never_picked(tmp_path):
     assert latest_valid(root) is None
 
 
-def test_a_checkpoint_continues_on_any_process_count_with_its_global_batch(tmp_path):
-    from one4d.training.checkpointing import convert_to_universal, needs_universal_load
+def test_a_checkpoint_continues_on_any_process_count_with_its_global_batch_accumulation_and_seed(tmp_path):
+    from one4d.training.checkpointing import convert_to_universal
     from one4d.training.trainer import check_resumable
 
-    state = {"world_size": 2, "batch_size": 4}
-    (tmp_path / "trainer.json").write_text(json.dumps(state))
-    check_resumable(tmp_path, state, 1, 8, deepspeed=False)  # DDP's 2 x 4 continues as one process of 8, or 4 x 2
-    check_resumable(tmp_path, state, 4, 2, deepspeed=False)
+    state = {"world_size": 2, "batch_size": 4, "grad_accum": 2, "seed": 0}
+
+    def run(world_size, batch_size, grad_accum=2, seed=0):
+        return {"world_size": world_size, "batch_size": batch_size, "grad_accum": grad_accum, "seed": seed}
+
+    check_resumable(tmp_path, state, run(1, 8), deepspeed=False)  # DDP's 2 x 4 continues as one process of 8, or 4 x 2
+    check_resumable(tmp_path, state, run(4, 2), deepspeed=False)
     with pytest.raises(ValueError, match=r"global batch of 2 processes x 4; this run has 1 x 4.*train.global_batch_size=8"):
-        check_resumable(tmp_path, state, 1, 4, deepspeed=False)
+        check_resumable(tmp_path, state, run(1, 4), deepspeed=False)
+    with pytest.raises(ValueError, match=r"train.grad_accum=2; this run has 4: .*\(set train.grad_accum=2\)"):
+        check_resumable(tmp_path, state, run(2, 4, grad_accum=4), deepspeed=False)
+    with pytest.raises(ValueError, match=r"train.seed=0; this run has 1"):
+        check_resumable(tmp_path, state, run(2, 4, seed=1), deepspeed=False)
+    check_resumable(tmp_path, {"world_size": 2, "batch_size": 4, "seed": 0}, run(2, 4, grad_accum=4), deepspeed=False)  # older: no grad_accum
     with pytest.raises(ValueError, match="written without DeepSpeed; resume it with launcher=single or ddp"):
-        check_resumable(tmp_path, state, 2, 4, deepspeed=True)
-    assert not needs_universal_load(tmp_path, 1)
+        check_resumable(tmp_path, state, run(2, 4), deepspeed=True)
     (tmp_path / "deepspeed" / "state").mkdir(parents=True)  # ZeRO's partitioned optimizer state
-    check_resumable(tmp_path, state, 1, 8, deepspeed=True)  # through a universal checkpoint
-    assert needs_universal_load(tmp_path, 1) and not needs_universal_load(tmp_path, 2)
+    check_resumable(tmp_path, state, run(1, 8), deepspeed=True)  # as a universal checkpoint
     with pytest.raises(ValueError, match="written under DeepSpeed; resume it with launcher=deepspeed_zero2 or deepspeed_zero3"):
-        check_resumable(tmp_path, state, 2, 4, deepspeed=False)
-    with pytest.raises(ValueError, match=r"converting .*state to a universal checkpoint failed: "):
+        check_resumable(tmp_path, state, run(2, 4), deepspeed=False)
+    with pytest.raises(ValueError, match=r"converting .*state to a universal checkpoint failed: .*can't find \*_optim_states.pt files"):
         convert_to_universal(tmp_path / "deepspeed" / "state", tmp_path / "universal")  # no partitions in it
+    assert not (tmp_path / "universal").exists()

@@ -174,21 +174,10 @@ def wait_group():
 
 
 def _agreed(world_size: int, step):
-    """Run ``step`` on this rank; if it raised a ValueError on any rank, raise one on every rank (its line),
-    so that no process waits forever for one that stopped on bad input. Ranks finish ``step`` (a share of the
-    sequences) far apart: the wait is on ``wait_group`` (long timeout), not the default group."""
-    result, error = None, None
-    try:
-        result = step()
-    except ValueError as caught:
-        error = str(caught)
-    if world_size > 1:
-        errors = [None] * world_size
-        dist.all_gather_object(errors, error, group=wait_group())
-        error = next((e for e in errors if e is not None), None)
-    if error is not None:
-        raise ValueError(error)
-    return result
+    """``one4d.parallel.layout.agreed`` on ``wait_group``: ranks finish ``step`` (a share of the sequences) far apart."""
+    from one4d.parallel.layout import agreed
+
+    return agreed(world_size, step, wait_group())
 
 
 def _gather(world_size: int, part: tuple[dict, dict]) -> list[tuple[dict, dict]]:

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 STATE_FILE = "trainable_state.safetensors"
@@ -40,8 +41,9 @@ def _first_difference(saved, expected, path: str = "") -> str | None:
     return None if saved == expected else f"{path}: checkpoint has {saved!r}, model has {expected!r}"
 
 
-def load_trainable_state(model, folder: str | os.PathLike, strict: bool = True) -> None:
-    """Load a state written by :func:`save_trainable_state` into a model of the same architecture."""
+def check_trainable_state(model, folder: str | os.PathLike, strict: bool = True) -> None:
+    """One line if the state in ``folder`` does not fit ``model``: its architecture and (``strict``) its tensor names,
+    read from the safetensors header. Reads no tensor, so it also checks a model whose weights are partitioned (ZeRO-3)."""
     folder = Path(folder)
     for name in (STATE_FILE, ARCHITECTURE_FILE):
         if not (folder / name).is_file():
@@ -50,11 +52,21 @@ def load_trainable_state(model, folder: str | os.PathLike, strict: bool = True) 
     mismatch = _first_difference(saved, model.architecture_config())
     if mismatch:
         raise ValueError(f"trainable state {folder} does not fit this model ({mismatch})")
+    if strict:
+        with safe_open(folder / STATE_FILE, "pt") as handle:
+            names = set(handle.keys())
+        parameters = set(model.trainable_state_dict())
+        missing, unexpected = sorted(parameters - names), sorted(names - parameters)
+        if missing or unexpected:
+            raise ValueError(f"trainable state {folder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def load_trainable_state(model, folder: str | os.PathLike, strict: bool = True) -> None:
+    """Load a state written by :func:`save_trainable_state` into a model of the same architecture."""
+    folder = Path(folder)
+    check_trainable_state(model, folder, strict)
     tensors = load_file(folder / STATE_FILE)
     parameters = model.trainable_state_dict()
-    missing, unexpected = sorted(set(parameters) - set(tensors)), sorted(set(tensors) - set(parameters))
-    if strict and (missing or unexpected):
-        raise ValueError(f"trainable state {folder}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
         for name, tensor in tensors.items():
             if name in parameters:

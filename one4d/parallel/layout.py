@@ -168,6 +168,26 @@ def wait_group():
     return _wait_group
 
 
+def agreed(world_size: int, step, group=None):
+    """Run ``step`` on this rank; if it raised a ValueError on any rank, raise one on every rank (its line), so that
+    no process waits forever for one that stopped on bad input. ``group``: where the ranks meet afterwards, e.g.
+    :func:`wait_group` (long timeout) when ranks finish ``step`` far apart."""
+    import torch.distributed as dist
+
+    result, error = None, None
+    try:
+        result = step()
+    except ValueError as caught:
+        error = str(caught)
+    if world_size > 1:
+        errors = [None] * world_size
+        dist.all_gather_object(errors, error, group=group)
+        error = next((e for e in errors if e is not None), None)
+    if error is not None:
+        raise ValueError(error)
+    return result
+
+
 def start(layout: ParallelLayout, device: torch.device):
     """Start the process group (:func:`start_process_group`) and return the (dp, cfg, ring, ulysses) mesh.
     Also starts :func:`sampling_wait_group`."""

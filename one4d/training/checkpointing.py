@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -148,27 +150,30 @@ def prune(root: Path, keep_last: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def needs_universal_load(folder: Path, world_size: int) -> bool:
-    """A DeepSpeed checkpoint written by another process count: its ZeRO partitions load only as a universal checkpoint."""
-    folder = Path(folder)
-    if not (folder / "deepspeed").is_dir():
-        return False
-    return int(json.loads((folder / "trainer.json").read_text())["world_size"]) != world_size
+def trainer_state(folder: Path) -> dict:
+    """A checkpoint's ``trainer.json``: step, data order, and the processes x batch, accumulation and seed it ran with."""
+    return json.loads((Path(folder) / "trainer.json").read_text())
+
+
+def written_by_deepspeed(folder: Path) -> bool:
+    """Whether a checkpoint holds DeepSpeed's ZeRO partitions (``deepspeed/``) rather than ``optimizer.pt``."""
+    return (Path(folder) / "deepspeed").is_dir()
 
 
 def convert_to_universal(state: Path, out: Path) -> None:
     """DeepSpeed's own converter (``python -m deepspeed.checkpoint.ds_to_universal``) of one ZeRO-1/2/3 checkpoint tag
     folder into ``out``, a universal checkpoint that loads on any process count (``checkpoint.load_universal``). Our
     engines save no ``universal_checkpoint_info`` (plain data parallelism: no tensor or pipeline split), so the
-    converter injects the default."""
-    import subprocess
-    import sys
-
+    converter injects the default. A failed or interrupted conversion leaves no ``out``."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(state),
                "--output_folder", str(out), "--inject_missing_state"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)  # Ctrl+C / SIGTERM: the child is killed
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     if result.returncode:
+        shutil.rmtree(out, ignore_errors=True)
         lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
         raise ValueError(f"converting {state} to a universal checkpoint failed: {lines[-1]}")
-

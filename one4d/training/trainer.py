@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from one4d.encoding import Encoders, load_encoders, vae_fingerprint
-from one4d.models.state import load_trainable_state, save_trainable_state
+from one4d.models.state import check_trainable_state, load_trainable_state, save_trainable_state
 from one4d.runtime import raise_if_stopped
 
 from . import checkpointing
@@ -93,24 +93,29 @@ def check_config(cfg, world_size: int) -> int:
     return batch_size
 
 
-def check_resumable(folder: Path, state: dict, world_size: int, batch_size: int, deepspeed: bool) -> None:
-    """Refuse, in one line, a checkpoint this run cannot continue exactly.
+def check_resumable(folder: Path, state: dict, run: dict, deepspeed: bool) -> None:
+    """Refuse, in one line, a checkpoint this run cannot continue exactly; ``run``: this run's ``world_size``,
+    ``batch_size``, ``grad_accum`` and ``seed``, ``state``: the checkpoint's (``trainer.json``).
 
-    The data order (:class:`ShardedBatches`) and every sample's draws (:class:`StepDraws`) depend only on the GLOBAL
-    batch, so a run continues on any number of processes with the same ``world_size x batch``. Single-process and DDP
-    checkpoints hold the whole optimizer state; DeepSpeed's ZeRO partitions of another process count are loaded
-    through DeepSpeed's universal checkpoint (:meth:`Trainer.load_deepspeed_state`).
+    The data order (:class:`ShardedBatches`) and every sample's draws (:class:`StepDraws`, keyed by step and micro
+    step) depend on the GLOBAL batch, the accumulation and the seed only, so a run continues on any number of
+    processes with the same ``world_size x batch``. Single-process and DDP checkpoints hold the whole optimizer
+    state; DeepSpeed's ZeRO partitions of another process count load as a universal checkpoint
+    (:meth:`Trainer.load_deepspeed_state`).
     """
-    written_by_deepspeed = (folder / "deepspeed").is_dir()
+    written_by_deepspeed = checkpointing.written_by_deepspeed(folder)
     if written_by_deepspeed != deepspeed:
         wanted = "launcher=deepspeed_zero2 or deepspeed_zero3" if written_by_deepspeed else "launcher=single or ddp"
         raise ValueError(f"checkpoint {folder} was written {'under' if written_by_deepspeed else 'without'} DeepSpeed; "
                          f"resume it with {wanted}")
-    written, this = (state["world_size"], state["batch_size"]), (world_size, batch_size)
-    if written[0] * written[1] != this[0] * this[1]:
-        raise ValueError(f"checkpoint {folder} was written with a global batch of {written[0]} processes x {written[1]}; "
-                         f"this run has {this[0]} x {this[1]}: the data order would not continue (set "
-                         f"train.global_batch_size={written[0] * written[1]})")
+    if state["world_size"] * state["batch_size"] != run["world_size"] * run["batch_size"]:
+        raise ValueError(f"checkpoint {folder} was written with a global batch of {state['world_size']} processes x "
+                         f"{state['batch_size']}; this run has {run['world_size']} x {run['batch_size']}: the data order "
+                         f"would not continue (set train.global_batch_size={state['world_size'] * state['batch_size']})")
+    for key in ("grad_accum", "seed"):  # checkpoints from before 2026-12-06 record no grad_accum
+        if key in state and state[key] != run[key]:
+            raise ValueError(f"checkpoint {folder} was written with train.{key}={state[key]}; this run has {run[key]}: "
+                             f"its batches and draws would not continue (set train.{key}={state[key]})")
 
 
 class Trainer:
@@ -136,8 +141,10 @@ class Trainer:
         self.rank, self.world_size = self.accelerator.process_index, self.accelerator.num_processes
         self.batch_size = check_config(cfg, self.world_size)
         if self.resume_from is not None:  # a checkpoint this run cannot continue: one line before any weights load
-            check_resumable(self.resume_from, json.loads((self.resume_from / "trainer.json").read_text()), self.world_size,
-                            self.batch_size, self.accelerator.distributed_type == DistributedType.DEEPSPEED)
+            run = {"world_size": self.world_size, "batch_size": self.batch_size, "grad_accum": int(cfg.train.grad_accum),
+                   "seed": int(cfg.train.seed)}
+            check_resumable(self.resume_from, checkpointing.trainer_state(self.resume_from), run,
+                            self.accelerator.distributed_type == DistributedType.DEEPSPEED)
         if cfg.model.architecture != "base":  # which base will be fine-tuned, before any data or weights are read
             from one4d.weights import base_transformer_source
 
@@ -206,8 +213,10 @@ class Trainer:
                 zero_allow_untested_optimizer=True,
                 bf16={"enabled": False}, fp16={"enabled": False},  # see the module docstring
             )
-            if self.resume_from is not None and checkpointing.needs_universal_load(self.resume_from, int(os.environ.get("WORLD_SIZE", "1"))):
-                config["checkpoint"] = {"load_universal": True}  # ZeRO partitions of another process count
+            resume = self.resume_from
+            if resume and checkpointing.written_by_deepspeed(resume) and \
+                    checkpointing.trainer_state(resume)["world_size"] != int(os.environ.get("WORLD_SIZE", "1")):
+                config.setdefault("checkpoint", {})["load_universal"] = True  # ZeRO partitions of another process count
             kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=config)
             if not torch.cuda.is_available():
                 # accelerate leaves the backend unset on CPU; gloo makes it count the processes.
@@ -403,7 +412,8 @@ class Trainer:
                 save_file({name: value.cpu().contiguous() for name, value in weights.items()}, folder / "trainable" / "trainable_state.safetensors")
             (folder / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict()))
             state = {"step": self.step, "batches_consumed": self.batches_consumed, "world_size": self.world_size,
-                     "batch_size": self.batch_size, "seed": int(self.cfg.train.seed)}
+                     "batch_size": self.batch_size, "grad_accum": int(self.cfg.train.grad_accum),
+                     "seed": int(self.cfg.train.seed)}
             (folder / "trainer.json").write_text(json.dumps(state, indent=1))
             (folder / "losses.json").write_text(json.dumps(self.losses) + "\n")  # the loss curve, from step 0
         rng = {"torch": torch.get_rng_state()}
@@ -436,9 +446,10 @@ class Trainer:
     def load_checkpoint(self, folder: Path) -> None:
         """Restore weights, optimizer, scheduler, data order and RNG from a verified checkpoint (``check_resumable``)."""
         folder = Path(folder)
-        state = json.loads((folder / "trainer.json").read_text())
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:  # the engine restores the weights with their fp32 masters (ZeRO-3: only it can, they are partitioned)
-            self.load_deepspeed_state(folder, universal=state["world_size"] != self.world_size)
+        state = checkpointing.trainer_state(folder)
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            check_trainable_state(self.unwrapped_model(), folder / "trainable")  # the engine loads by position: check first
+            self.load_deepspeed_state(folder)
         else:
             load_trainable_state(self.unwrapped_model(), folder / "trainable")
             self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
@@ -455,21 +466,33 @@ class Trainer:
         if self.accelerator.is_main_process:
             logger.info("resumed from %s at step %d", folder, self.step)
 
-    def load_deepspeed_state(self, folder: Path, universal: bool) -> None:
-        """ZeRO's optimizer partitions; written by another process count, through DeepSpeed's universal checkpoint
-        (``ds_to_universal``, converted once into ``<run>/.universal/`` and removed after loading)."""
-        source = folder / "deepspeed"
-        if universal:
-            source = self.run_dir / ".universal"
-            if self.accelerator.is_main_process:
-                checkpointing.convert_to_universal(folder / "deepspeed" / "state", source / "state")
+    def load_deepspeed_state(self, folder: Path) -> None:
+        """The engine restores the trainable weights with ZeRO's fp32 masters and optimizer partitions (under ZeRO-3
+        only it can: the module's weights are partitioned). Partitions of another process count load as a universal
+        checkpoint: the main process converts them into ``<run>/.universal/`` while every rank waits on a long-timeout
+        group (a 14B state takes minutes; a failed conversion is one line on every rank), and the copy is removed
+        whatever happens."""
+        options = dict(tag="state", load_module_strict=False, load_optimizer_states=True, load_lr_scheduler_states=False)
+        if not self.model.load_universal_checkpoint():
+            self.model.load_checkpoint(str(folder / "deepspeed"), **options)
+            return
+        from one4d.parallel.layout import agreed, start_process_group, wait_group
+
+        if self.world_size > 1:
+            start_process_group(self.accelerator.device)  # the process group exists: adds the long-timeout wait group
+        universal, main = self.run_dir / ".universal", self.accelerator.is_main_process
+
+        def convert():
+            if main:
+                checkpointing.convert_to_universal(folder / "deepspeed" / "state", universal / "state")
+
+        try:
+            agreed(self.world_size, convert, wait_group())
+            self.model.load_checkpoint(str(universal), **options)
             self.accelerator.wait_for_everyone()
-        self.model.load_checkpoint(str(source), tag="state", load_module_strict=False, load_optimizer_states=True,
-                                   load_lr_scheduler_states=False)
-        if universal:
-            self.accelerator.wait_for_everyone()
-            if self.accelerator.is_main_process:
-                shutil.rmtree(source, ignore_errors=True)
+        finally:
+            if main:
+                shutil.rmtree(universal, ignore_errors=True)
 
     # ------------------------------------------------------------------ validation
 
