@@ -7,7 +7,8 @@ A checkpoint ``<run>/checkpoints/step-000123/`` holds
     deepspeed/             instead of optimizer.pt under DeepSpeed: its per-rank ZeRO partitions (another process
                            count loads them through ``convert_to_universal``)
     scheduler.json         the LR scheduler's state
-    trainer.json           step, epoch, batches consumed: the data order is a function of these
+    trainer.json           step, batches consumed, processes x batch, accumulation, seed: the data order and draws
+                           are a function of these (a resume checks them: Trainer's check_resumable)
     losses.json            every step's loss from step 0 (the mean over processes): the run's loss curve
     rng-rank<r>.safetensors  every process's torch RNG states
     sampling.json          what ``scripts/sample.py checkpoint=<this folder>`` needs besides the weights (one4d.sampling_file)
