@@ -93,17 +93,19 @@ def test_paper_recipe_bf16_zero2_two_processes_with_validation_then_sample_in_bf
 @pytest.mark.slow
 def test_paper_recipe_with_fp8_base_from_a_latent_cache_then_sample_fp8_group_offloaded(clips, tmp_path):
     """The 48 GB variant: the frozen base stored in fp8 (bf16 compute), trained on ``scripts/cache_latents.py``'s cache,
-    checkpointed and resumed; then the 24 GB sampling variant: fp8 base, blocks group-offloaded."""
+    checkpointed, and resumed on another process count (DeepSpeed's universal checkpoint, the global batch kept); then
+    the 24 GB sampling variant: fp8 base, blocks group-offloaded."""
     cache = tmp_path / "cache"
     recipe = ["experiment=one4d_14b", *TINY, f"data.roots=[{clips}]", "model.base_storage_dtype=float8_e4m3fn"]
     run([sys.executable, str(ROOT / "scripts" / "cache_latents.py"), *recipe, f"+cache_dir={cache}", f"run_dir={tmp_path / 'unused'}"])
     run_dir = tmp_path / "run"
-    train = [*recipe, f"data.cache={cache}", f"run_dir={run_dir}", "train.checkpoint_every=1", "train.validate_every=1"]
+    train = [*recipe, f"data.cache={cache}", f"run_dir={run_dir}", "train.checkpoint_every=1", "train.validate_every=1",
+             "train.global_batch_size=2"]
     torchrun("train.py", *train, "train.steps=1", port=29800 + os.getpid() % 150)
     check_run(run_dir, steps=1, validated=True)
     step1 = load_file(run_dir / "checkpoints" / "step-0000001" / "trainable" / "trainable_state.safetensors")
-    # resume from the fp8 run's checkpoint (DeepSpeed state without the frozen fp8 base) and train one more step
-    torchrun("train.py", *train, "train.steps=2", "train.resume=latest", port=29801 + os.getpid() % 150)
+    # resume the fp8 run's checkpoint (DeepSpeed state without the frozen fp8 base) on one process, one more step
+    run([sys.executable, str(ROOT / "scripts" / "train.py"), *train, "train.steps=2", "train.resume=latest"])
     check_run(run_dir, steps=2, validated=True)
     step2 = load_file(run_dir / "checkpoints" / "step-0000002" / "trainable" / "trainable_state.safetensors")
     assert step1.keys() == step2.keys() and any(not torch.equal(step1[k], step2[k]) for k in step1)
