@@ -94,10 +94,10 @@ def test_a_checkpoint_continues_on_any_process_count_with_its_global_batch_accum
     from one4d.training.checkpointing import convert_to_universal
     from one4d.training.trainer import check_resumable
 
-    state = {"world_size": 2, "batch_size": 4, "grad_accum": 2, "seed": 0}
+    state = {"world_size": 2, "batch_size": 4, "grad_accum": 2, "seed": 0, "zero_stage": None}
 
-    def run(world_size, batch_size, grad_accum=2, seed=0):
-        return {"world_size": world_size, "batch_size": batch_size, "grad_accum": grad_accum, "seed": seed}
+    def run(world_size, batch_size, grad_accum=2, seed=0, zero_stage=None):
+        return {"world_size": world_size, "batch_size": batch_size, "grad_accum": grad_accum, "seed": seed, "zero_stage": zero_stage}
 
     check_resumable(tmp_path, state, run(1, 8), deepspeed=False)  # DDP's 2 x 4 continues as one process of 8, or 4 x 2
     check_resumable(tmp_path, state, run(4, 2), deepspeed=False)
@@ -111,9 +111,39 @@ def test_a_checkpoint_continues_on_any_process_count_with_its_global_batch_accum
     with pytest.raises(ValueError, match="written without DeepSpeed; resume it with launcher=single or ddp"):
         check_resumable(tmp_path, state, run(2, 4), deepspeed=True)
     (tmp_path / "deepspeed" / "state").mkdir(parents=True)  # ZeRO's partitioned optimizer state
-    check_resumable(tmp_path, state, run(1, 8), deepspeed=True)  # as a universal checkpoint
+    state["zero_stage"] = 2
+    check_resumable(tmp_path, state, run(1, 8, zero_stage=2), deepspeed=True)  # as a universal checkpoint
+    with pytest.raises(ValueError, match="written under ZeRO-2; resume it with launcher=deepspeed_zero2"):
+        check_resumable(tmp_path, state, run(2, 4, zero_stage=3), deepspeed=True)
     with pytest.raises(ValueError, match="written under DeepSpeed; resume it with launcher=deepspeed_zero2 or deepspeed_zero3"):
         check_resumable(tmp_path, state, run(2, 4), deepspeed=False)
     with pytest.raises(ValueError, match=r"converting .*state to a universal checkpoint failed: .*can't find \*_optim_states.pt files"):
         convert_to_universal(tmp_path / "deepspeed" / "state", tmp_path / "universal")  # no partitions in it
     assert not (tmp_path / "universal").exists()
+
+
+def test_a_failed_or_interrupted_conversion_leaves_no_universal_copy(tmp_path, monkeypatch):
+    """``convert_to_universal``: the converter's last line on failure, and nothing half-written left behind."""
+    import subprocess
+
+    from one4d.training import checkpointing
+
+    out = tmp_path / "universal"
+
+    def fails(command, **kwargs):
+        (out / "zero").mkdir(parents=True)  # the converter got halfway
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr="*** 1. Extracting ZeRO fragments\nMemoryError: out of RAM\n")
+
+    monkeypatch.setattr(checkpointing.subprocess, "run", fails)
+    with pytest.raises(ValueError, match=r"converting .* to a universal checkpoint failed: MemoryError: out of RAM$"):
+        checkpointing.convert_to_universal(tmp_path / "state", out)
+    assert not out.exists()
+
+    def interrupted(command, **kwargs):
+        (out / "zero").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpointing.subprocess, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointing.convert_to_universal(tmp_path / "state", out)
+    assert not out.exists()

@@ -95,7 +95,8 @@ def check_config(cfg, world_size: int) -> int:
 
 def check_resumable(folder: Path, state: dict, run: dict, deepspeed: bool) -> None:
     """Refuse, in one line, a checkpoint this run cannot continue exactly; ``run``: this run's ``world_size``,
-    ``batch_size``, ``grad_accum`` and ``seed``, ``state``: the checkpoint's (``trainer.json``).
+    ``batch_size``, ``grad_accum``, ``seed`` and ``zero_stage`` (None without DeepSpeed), ``state``: the checkpoint's
+    (``trainer.json``).
 
     The data order (:class:`ShardedBatches`) and every sample's draws (:class:`StepDraws`, keyed by step and micro
     step) depend on the GLOBAL batch, the accumulation and the seed only, so a run continues on any number of
@@ -116,6 +117,9 @@ def check_resumable(folder: Path, state: dict, run: dict, deepspeed: bool) -> No
         if key in state and state[key] != run[key]:
             raise ValueError(f"checkpoint {folder} was written with train.{key}={state[key]}; this run has {run[key]}: "
                              f"its batches and draws would not continue (set train.{key}={state[key]})")
+    if state.get("zero_stage") is not None and state["zero_stage"] != run["zero_stage"]:  # ZeRO-2 and -3 files differ
+        raise ValueError(f"checkpoint {folder} was written under ZeRO-{state['zero_stage']}; resume it with "
+                         f"launcher=deepspeed_zero{state['zero_stage']}")
 
 
 class Trainer:
@@ -142,7 +146,7 @@ class Trainer:
         self.batch_size = check_config(cfg, self.world_size)
         if self.resume_from is not None:  # a checkpoint this run cannot continue: one line before any weights load
             run = {"world_size": self.world_size, "batch_size": self.batch_size, "grad_accum": int(cfg.train.grad_accum),
-                   "seed": int(cfg.train.seed)}
+                   "seed": int(cfg.train.seed), "zero_stage": self.zero_stage()}
             check_resumable(self.resume_from, checkpointing.trainer_state(self.resume_from), run,
                             self.accelerator.distributed_type == DistributedType.DEEPSPEED)
         if cfg.model.architecture != "base":  # which base will be fine-tuned, before any data or weights are read
@@ -334,6 +338,9 @@ class Trainer:
         self.model = self.optimizer = self.scheduler = None  # the trainer's references are the last ones
         gc.collect()
         accelerator.end_training()
+        from one4d.parallel.layout import stop
+
+        stop()  # a resume's long-timeout wait group goes with the process group
 
     def log(self, values: dict) -> None:
         if self.cfg.train.report_to:
@@ -381,8 +388,14 @@ class Trainer:
 
         deepspeed.zero.register_external_parameter(model, model.base.scale_shift_table)
 
+    def zero_stage(self) -> int | None:
+        """DeepSpeed's ZeRO stage, None without DeepSpeed."""
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return None
+        return int(self.cfg.launcher.deepspeed.zero_optimization.stage)
+
     def is_zero3(self) -> bool:
-        return self.accelerator.distributed_type == DistributedType.DEEPSPEED and int(self.cfg.launcher.deepspeed.zero_optimization.stage) == 3
+        return self.zero_stage() == 3
 
     def save_checkpoint(self) -> None:
         """Write the checkpoint of this step into a temporary folder, then publish it atomically (all processes call).
@@ -413,7 +426,7 @@ class Trainer:
             (folder / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict()))
             state = {"step": self.step, "batches_consumed": self.batches_consumed, "world_size": self.world_size,
                      "batch_size": self.batch_size, "grad_accum": int(self.cfg.train.grad_accum),
-                     "seed": int(self.cfg.train.seed)}
+                     "seed": int(self.cfg.train.seed), "zero_stage": self.zero_stage()}
             (folder / "trainer.json").write_text(json.dumps(state, indent=1))
             (folder / "losses.json").write_text(json.dumps(self.losses) + "\n")  # the loss curve, from step 0
         rng = {"torch": torch.get_rng_state()}
