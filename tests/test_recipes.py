@@ -111,7 +111,12 @@ def test_paper_recipe_with_fp8_base_from_a_latent_cache_then_sample_fp8_group_of
     assert step1.keys() == step2.keys() and any(not torch.equal(step1[k], step2[k]) for k in step1)
     # the optimizer continued (Adam's step 2, not a fresh optimizer's 1): its partitions were loaded
     partition = run_dir / "checkpoints" / "step-0000002" / "deepspeed" / "state" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
-    optimizer = torch.load(partition, map_location="cpu", weights_only=False)["optimizer_state_dict"]["base_optimizer_state"]
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    with torch.serialization.safe_globals([LossScaler, ZeroStageEnum, fragment_address]):  # DeepSpeed's own types only
+        optimizer = torch.load(partition, map_location="cpu", weights_only=True)["optimizer_state_dict"]["base_optimizer_state"]
     assert {int(state["step"]) for state in optimizer["state"].values()} == {2}
 
     summary = sample_bf16(run_dir / "checkpoints" / "step-0000001", tmp_path / "sample", "task=single",
