@@ -99,24 +99,24 @@ def test_a_checkpoint_continues_on_any_process_count_with_its_global_batch_accum
     def run(world_size, batch_size, grad_accum=2, seed=0, zero_stage=None):
         return {"world_size": world_size, "batch_size": batch_size, "grad_accum": grad_accum, "seed": seed, "zero_stage": zero_stage}
 
-    check_resumable(tmp_path, state, run(1, 8), deepspeed=False)  # DDP's 2 x 4 continues as one process of 8, or 4 x 2
-    check_resumable(tmp_path, state, run(4, 2), deepspeed=False)
+    check_resumable(tmp_path, state, run(1, 8))  # DDP's 2 x 4 continues as one process of 8, or 4 x 2
+    check_resumable(tmp_path, state, run(4, 2))
     with pytest.raises(ValueError, match=r"global batch of 2 processes x 4; this run has 1 x 4.*train.global_batch_size=8"):
-        check_resumable(tmp_path, state, run(1, 4), deepspeed=False)
+        check_resumable(tmp_path, state, run(1, 4))
     with pytest.raises(ValueError, match=r"train.grad_accum=2; this run has 4: .*\(set train.grad_accum=2\)"):
-        check_resumable(tmp_path, state, run(2, 4, grad_accum=4), deepspeed=False)
+        check_resumable(tmp_path, state, run(2, 4, grad_accum=4))
     with pytest.raises(ValueError, match=r"train.seed=0; this run has 1"):
-        check_resumable(tmp_path, state, run(2, 4, seed=1), deepspeed=False)
-    check_resumable(tmp_path, {"world_size": 2, "batch_size": 4, "seed": 0}, run(2, 4, grad_accum=4), deepspeed=False)  # older: no grad_accum
+        check_resumable(tmp_path, state, run(2, 4, seed=1))
+    check_resumable(tmp_path, {"world_size": 2, "batch_size": 4, "seed": 0}, run(2, 4, grad_accum=4))  # older: no grad_accum
     with pytest.raises(ValueError, match="written without DeepSpeed; resume it with launcher=single or ddp"):
-        check_resumable(tmp_path, state, run(2, 4), deepspeed=True)
+        check_resumable(tmp_path, state, run(2, 4, zero_stage=2))
     (tmp_path / "deepspeed" / "state").mkdir(parents=True)  # ZeRO's partitioned optimizer state
     state["zero_stage"] = 2
-    check_resumable(tmp_path, state, run(1, 8, zero_stage=2), deepspeed=True)  # as a universal checkpoint
+    check_resumable(tmp_path, state, run(1, 8, zero_stage=2))  # as a universal checkpoint
     with pytest.raises(ValueError, match="written under ZeRO-2; resume it with launcher=deepspeed_zero2"):
-        check_resumable(tmp_path, state, run(2, 4, zero_stage=3), deepspeed=True)
+        check_resumable(tmp_path, state, run(2, 4, zero_stage=3))
     with pytest.raises(ValueError, match="written under DeepSpeed; resume it with launcher=deepspeed_zero2 or deepspeed_zero3"):
-        check_resumable(tmp_path, state, run(2, 4), deepspeed=False)
+        check_resumable(tmp_path, state, run(2, 4))
     with pytest.raises(ValueError, match=r"converting .*state to a universal checkpoint failed: .*can't find \*_optim_states.pt files"):
         convert_to_universal(tmp_path / "deepspeed" / "state", tmp_path / "universal")  # no partitions in it
     assert not (tmp_path / "universal").exists()

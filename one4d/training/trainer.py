@@ -93,7 +93,7 @@ def check_config(cfg, world_size: int) -> int:
     return batch_size
 
 
-def check_resumable(folder: Path, state: dict, run: dict, deepspeed: bool) -> None:
+def check_resumable(folder: Path, state: dict, run: dict) -> None:
     """Refuse, in one line, a checkpoint this run cannot continue exactly; ``run``: this run's ``world_size``,
     ``batch_size``, ``grad_accum``, ``seed`` and ``zero_stage`` (None without DeepSpeed), ``state``: the checkpoint's
     (``trainer.json``).
@@ -105,7 +105,7 @@ def check_resumable(folder: Path, state: dict, run: dict, deepspeed: bool) -> No
     (:meth:`Trainer.load_deepspeed_state`).
     """
     written_by_deepspeed = checkpointing.written_by_deepspeed(folder)
-    if written_by_deepspeed != deepspeed:
+    if written_by_deepspeed != (run["zero_stage"] is not None):
         wanted = "launcher=deepspeed_zero2 or deepspeed_zero3" if written_by_deepspeed else "launcher=single or ddp"
         raise ValueError(f"checkpoint {folder} was written {'under' if written_by_deepspeed else 'without'} DeepSpeed; "
                          f"resume it with {wanted}")
@@ -147,8 +147,7 @@ class Trainer:
         if self.resume_from is not None:  # a checkpoint this run cannot continue: one line before any weights load
             run = {"world_size": self.world_size, "batch_size": self.batch_size, "grad_accum": int(cfg.train.grad_accum),
                    "seed": int(cfg.train.seed), "zero_stage": self.zero_stage()}
-            check_resumable(self.resume_from, checkpointing.trainer_state(self.resume_from), run,
-                            self.accelerator.distributed_type == DistributedType.DEEPSPEED)
+            check_resumable(self.resume_from, checkpointing.trainer_state(self.resume_from), run)
         if cfg.model.architecture != "base":  # which base will be fine-tuned, before any data or weights are read
             from one4d.weights import base_transformer_source
 
