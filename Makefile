@@ -21,8 +21,16 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) scripts/demo.py
 
+# The suite in two runs, both always: the one-core tests TEST_WORKERS at a time (pytest-xdist; a file per worker, so a
+# module's fixtures are built once), then the tests marked multicore (two processes or two threads) alone, which would
+# otherwise share their cores. 2 workers: CI's two cores (a container's CPU count can be the host's); raise it on a
+# bigger machine. `.venv/bin/python -m pytest tests` runs the same tests in one process.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile -m "not multicore"; one_core=$$?; \
+	$(PY) -m pytest tests -m multicore; multicore=$$?; \
+	test $$one_core -eq 0 && test $$multicore -eq 0
 
 view: venv
 	$(PY) scripts/view.py $(FOLDER) $(VIEW_ARGS)

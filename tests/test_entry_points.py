@@ -78,7 +78,6 @@ def _start_and_signal(command: list[str], partial_glob: Path, signum: int, delay
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
 def test_sample_stopped_by_a_signal_removes_its_partial_output(signum, code, word, tmp_path):
     image = tmp_path / "photo.png"
@@ -94,7 +93,6 @@ def test_sample_stopped_by_a_signal_removes_its_partial_output(signum, code, wor
     assert sorted(path.name for path in tmp_path.iterdir()) == ["photo.png"]  # neither out nor its partial folder
 
 
-@pytest.mark.slow
 def test_demo_stopped_by_sigterm_leaves_nothing(tmp_path):
     out = tmp_path / "demo"
     result = _start_and_signal(["scripts/demo.py", "--out", str(out)], tmp_path / ".demo.partial-*", signal.SIGTERM)
@@ -102,7 +100,6 @@ def test_demo_stopped_by_sigterm_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
 def test_training_stopped_by_sigterm_leaves_only_complete_checkpoints(tmp_path):
     from one4d.data.synthetic import write_synthetic_dataset
     from one4d.training.checkpointing import list_checkpoints, verify

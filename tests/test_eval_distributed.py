@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 import one4d.eval.driver as driver
@@ -17,6 +18,8 @@ from test_eval_datasets import make_fake_sintel
 REPO = Path(__file__).resolve().parents[1]
 SEQUENCES = ("alley_2", "bamboo_1", "cave_2", "market_2", "shaman_2")
 RUN = Path("oracle_GT_noise") / "sintel"
+
+pytestmark = pytest.mark.multicore  # two processes in every test
 
 
 def torchrun(*args: str, port_offset: int = 0) -> subprocess.CompletedProcess:

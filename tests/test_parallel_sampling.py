@@ -74,7 +74,7 @@ def one_process(out: Path, image: Path, *overrides: str) -> Path:
 # ----------------------------------------------------------------------------- several processes
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_data_parallel_times_cfg_parallel_over_a_jobs_file_equals_one_process(tmp_path, image):
     """4 processes = 2 data-parallel groups x CFG-parallel 2; a finished job is skipped, a bad line named."""
     lines = [json.dumps({"task": "single", "input": str(image), "prompt": p, "out": str(tmp_path / "par" / p), "seed": s})
@@ -94,7 +94,7 @@ def test_data_parallel_times_cfg_parallel_over_a_jobs_file_equals_one_process(tm
     assert sorted(p.name for p in (tmp_path / "par").iterdir()) == ["a", "b", "c"]  # nothing half-written beside them
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_cfg_parallel_times_ulysses_on_four_processes_equals_one_process(tmp_path, image):
     result = torchrun(4, f"input={image}", f"out={tmp_path / 'par'}", "parallel.cfg=2", "parallel.ulysses=2")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -102,7 +102,7 @@ def test_cfg_parallel_times_ulysses_on_four_processes_equals_one_process(tmp_pat
     assert_same_clip(tmp_path / "par", one_process(tmp_path / "ref", image))
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_cfg_parallel_alone_on_two_processes_equals_one_process(tmp_path, image):
     result = torchrun(2, f"input={image}", f"out={tmp_path / 'par'}", "parallel.cfg=2")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -110,7 +110,7 @@ def test_cfg_parallel_alone_on_two_processes_equals_one_process(tmp_path, image)
     assert_same_clip(tmp_path / "par", one_process(tmp_path / "ref", image))
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_data_parallel_alone_shares_a_jobs_file_and_equals_one_process(tmp_path, image):
     """2 processes, no CFG or sequence split: each samples its own jobs, each as one process would."""
     jobs = tmp_path / "jobs.jsonl"
@@ -122,7 +122,7 @@ def test_data_parallel_alone_shares_a_jobs_file_and_equals_one_process(tmp_path,
         assert_same_clip(tmp_path / "par" / prompt, one_process(tmp_path / "ref" / prompt, image, f"prompt={prompt}", f"seed={seed}"))
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_ulysses_with_a_token_count_the_degree_does_not_divide_equals_one_process(tmp_path, image):
     result = torchrun(2, f"input={image}", f"out={tmp_path / 'par'}", "parallel.ulysses=2", *ODD)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -13,7 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# two processes, whose 4 s timeout must not be spent waiting for a core
+pytestmark = pytest.mark.multicore
 
 SCRIPT = textwrap.dedent("""
     import sys, time

@@ -75,7 +75,7 @@ def test_every_experiment_has_a_recipe_test():
     assert shipped == COVERED_HERE | COVERED_ELSEWHERE
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_paper_recipe_bf16_zero2_two_processes_with_validation_then_sample_in_bf16(clips, tmp_path):
     run_dir = tmp_path / "run"
     torchrun("train.py", "experiment=one4d_14b", *TINY, f"data.roots=[{clips}]", f"run_dir={run_dir}", "train.steps=2",
@@ -90,7 +90,7 @@ def test_paper_recipe_bf16_zero2_two_processes_with_validation_then_sample_in_bf
     assert summary["settings"]["model"]["dtype"] == "bfloat16" and (tmp_path / "sample" / "pointmaps.npz").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_paper_recipe_with_fp8_base_from_a_latent_cache_then_sample_fp8_group_offloaded(clips, tmp_path):
     """The 48 GB variant: the frozen base stored in fp8 (bf16 compute), trained on ``scripts/cache_latents.py``'s cache,
     checkpointed, and resumed on another process count (DeepSpeed's universal checkpoint, the global batch kept); then
@@ -125,7 +125,7 @@ def test_paper_recipe_with_fp8_base_from_a_latent_cache_then_sample_fp8_group_of
     assert summary["settings"]["memory"]["group_offload"] is True
 
 
-@pytest.mark.slow
+@pytest.mark.multicore
 def test_1_3b_recipe_bf16_ddp_two_processes_with_validation(clips, tmp_path):
     run_dir = tmp_path / "run"
     torchrun("train.py", "experiment=one4d_1.3b", *TINY, f"data.roots=[{clips}]", f"run_dir={run_dir}", "train.steps=1",

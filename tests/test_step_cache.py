@@ -97,6 +97,7 @@ def test_sampler_options_reach_the_loader_and_sequence_parallel_is_refused():
     assert isinstance(vars(pipe.transformer)["_layer"], StepCache) and pipe.step_cache.threshold == 0.1
 
 
+@pytest.mark.multicore
 def test_cfg_parallel_ranks_keep_the_two_passes_states_apart(tmp_path):
     """parallel.cfg=2 (one guidance pass per rank, batch 1 each) with step caching samples what one process does."""
     import os

@@ -17,6 +17,8 @@ from one4d.training.testing import compose_train_config
 from one4d.training.tiny_model import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
+# Three tests build on two threads (two processes); the rest share one micro build, made once in the multicore run.
+pytestmark = pytest.mark.multicore
 MICRO = dict(num_clips=4, num_frames=5, height=32, width=32, vae_clips=3, vae_steps=2, vae_batch=2, vae_crop=[32, 32],
              decoder_steps=2, decoder_batch=2, vae_frames=5)
 # The shipped recipe compiles its blocks (tiny_base / tiny_one4d: train.compile); dynamo traces them here as it does

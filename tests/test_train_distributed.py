@@ -15,6 +15,8 @@ from one4d.training.testing import write_synthetic_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.multicore  # two processes in every test
+
 # Each rank writes its own trainable weights after training, so the test compares what every process holds.
 RANK_DUMP = """
 import sys, torch
@@ -43,7 +45,6 @@ def clips(tmp_path_factory):
     return write_synthetic_clips(tmp_path_factory.mktemp("clips"), count=4, num_frames=5, size=32)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("launcher, options", [
     ("ddp", []), ("deepspeed_zero2", []), ("deepspeed_zero3", []),
     # the paper recipe's launcher with regional compile (traced by dynamo; inductor needs a compiler and minutes)
@@ -79,7 +80,6 @@ def test_two_processes_end_with_identical_weights(launcher, options, clips, tmp_
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "manifest.json").is_file()
 
 
-@pytest.mark.slow
 def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(clips, tmp_path):
     """train.global_batch_size: the data order and every sample's noise, sigma and prompt dropout (StepDraws) are
     the one-process run's, so two processes end where one does, up to the rounding of the gradient average; and
@@ -113,7 +113,6 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
         assert all(torch.allclose(other[name], one[name], rtol=1e-4, atol=2e-5) for name in one), moved
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["deepspeed_zero2", "deepspeed_zero3"])
 def test_deepspeed_checkpoint_continues_on_its_own_and_on_another_process_count(launcher, clips, tmp_path):
     """``scripts/train.py`` under torchrun: a two-process ZeRO run's step-2 checkpoint, resumed on two processes and on
