@@ -14,6 +14,7 @@ Then where in the estimate that error sits (``parts``): the truth with one part 
 frame; one decoded channel group in frame 0's camera coordinates: x, y lateral, z forward; one decoded frame group;
 the error's component along each pixel's true ray, which changes depth only, or across it, which moves the point off
 its ray), and the estimate with its mean error over the prior's 64 training scenes removed (a scene-independent bias).
+Per scene, how far the estimate's frames move from frame 0 against the truth (``change_fraction``).
 One CPU thread, a few minutes.
 
     .venv/bin/python benchmarks/bench_camera_sensitivity.py
@@ -59,6 +60,18 @@ def ray_split(error: torch.Tensor, points: torch.Tensor, centres: torch.Tensor) 
     ray = ray / ray.norm(dim=0, keepdim=True).clamp_min(1e-9)
     along = (error * ray).sum(0, keepdim=True) * ray
     return along, error - along
+
+
+def change_fraction(decoded: torch.Tensor, true_xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far each frame of decoded pointmaps (N, 3, F, H, W) moves from the truth's frame 0, as a fraction of how far
+    the truth moves: the least-squares ``lam`` of decoded_t - true_0 = lam (true_t - true_0) + r over every pixel and
+    channel, and the leftover |r|^2 / |true_t - true_0|^2 -> both (N, F - 1), for frames 1 .. F - 1. lam 1 and no
+    leftover is the truth; lam 0 a frame that stays where frame 0 is (its camera then seems not to have moved)."""
+    change = (true_xyz[:, :, 1:] - true_xyz[:, :, :1]).transpose(1, 2).flatten(2)  # (N, F - 1, 3 H W)
+    moved = (decoded[:, :, 1:] - true_xyz[:, :, :1]).transpose(1, 2).flatten(2)
+    size = change.pow(2).sum(-1).clamp_min(1e-12)
+    lam = (moved * change).sum(-1) / size
+    return lam, (moved - lam[..., None] * change).pow(2).sum(-1) / size
 
 
 @torch.no_grad()
@@ -160,6 +173,10 @@ def main() -> None:
     print(json.dumps({"training_bias_energy": round(float(bias.pow(2).mean()), 4),
                       "estimate_error_energy_per_latent_frame": [round(float((estimate - truth)[:, :, k].pow(2).mean()), 4)
                                                                  for k in range(truth.shape[2])]}), flush=True)
+    lam, leftover = change_fraction(decode_latents(vae, estimate), true_xyz)
+    for seed, scene_lam, scene_leftover in zip(seeds, lam.tolist(), leftover.tolist()):
+        print(json.dumps({"seed": seed, "frames_1_on_moved_fraction": [round(v, 2) for v in scene_lam],
+                          "leftover": [round(v, 2) for v in scene_leftover]}), flush=True)
     for name, scores in error_parts(vae, truth, true_xyz, estimate, bias, scenes, norms, args.iterations):
         print(json.dumps({"part": name, **{k: round(v, 4) for k, v in scores.items()}}), flush=True)
     print(json.dumps({"seconds": round(time.perf_counter() - started)}), flush=True)

@@ -75,3 +75,16 @@ def test_ray_split_separates_depth_from_off_ray_error(bench):
     along, across = bench.ray_split(torch.tensor([[0.0, 0.0, 0.5], [0.0, 0.0, 1.0]]).T.reshape(3, 1, 1, 2), points, centres)
     assert torch.allclose(along[:, 0, 0, 0], torch.tensor([0.0, 0.0, 0.5])) and torch.allclose(across[:, 0, 0, 0], torch.zeros(3))
     assert torch.allclose(along[:, 0, 0, 1], torch.tensor([0.5, 0.0, 0.5])) and torch.allclose(across[:, 0, 0, 1], torch.tensor([-0.5, 0.0, 0.5]))
+
+
+def test_change_fraction_is_how_far_each_frame_moves_from_frame_0(bench):
+    truth = torch.randn(2, 3, 4, 5, 6)
+    half = truth[:, :, :1] + 0.5 * (truth - truth[:, :, :1])  # every frame moved half as far as the truth
+    lam, leftover = bench.change_fraction(half, truth)
+    assert lam.shape == (2, 3) and torch.allclose(lam, torch.full((2, 3), 0.5)) and leftover.abs().max() < 1e-10
+    lam, _ = bench.change_fraction(truth[:, :, :1].expand_as(truth), truth)  # frozen at frame 0
+    assert lam.abs().max() < 1e-6
+    lam, leftover = bench.change_fraction(truth, truth)
+    assert torch.allclose(lam, torch.ones(2, 3)) and leftover.abs().max() < 1e-10
+    lam, leftover = bench.change_fraction(truth + torch.randn_like(truth), truth)  # error off the change: leftover
+    assert leftover.min() > 0.1
