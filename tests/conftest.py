@@ -11,6 +11,7 @@ build in progress in another session keeps its lock): a stale lock would make ev
 """
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,23 @@ torch.set_num_threads(1)
 def one_thread():
     """Every test starts on one intra-op thread, whatever an in-process entry point before it chose."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def no_torchrun_unless_multicore(request, monkeypatch):
+    """make test runs the one-core tests two at a time (pytest-xdist); a test there that launches torchrun would share
+    its cores with another test: it must be marked multicore (run alone, after). Checked in xdist workers only."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or request.node.get_closest_marker("multicore"):
+        return
+    launch = subprocess.Popen.__init__
+
+    def one_core_launch(self, args, *rest, **options):
+        command = args if isinstance(args, str) else " ".join(map(str, args))
+        if "torch.distributed.run" in command or "torchrun" in command.split()[:1]:
+            raise AssertionError(f"{request.node.nodeid} launches torchrun: mark it @pytest.mark.multicore")
+        launch(self, args, *rest, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", one_core_launch)
 
 
 @pytest.fixture(scope="module")
