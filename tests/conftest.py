@@ -46,7 +46,7 @@ def no_torchrun_unless_multicore(request, monkeypatch):
     launch = subprocess.Popen.__init__
 
     def one_core_launch(self, args, *rest, **options):
-        command = args if isinstance(args, str) else " ".join(map(str, args))
+        command = os.fsdecode(args) if isinstance(args, (str, bytes, os.PathLike)) else " ".join(map(os.fsdecode, args))
         if "torch.distributed.run" in command or "torchrun" in command.split()[:1]:
             raise AssertionError(f"{request.node.nodeid} launches torchrun: mark it @pytest.mark.multicore")
         launch(self, args, *rest, **options)
