@@ -47,7 +47,8 @@ def no_torchrun_unless_multicore(request, monkeypatch):
 
     def one_core_launch(self, args, *rest, **options):
         command = os.fsdecode(args) if isinstance(args, (str, bytes, os.PathLike)) else " ".join(map(os.fsdecode, args))
-        if "torch.distributed.run" in command or "torchrun" in command.split()[:1]:
+        words = command.split()
+        if "torch.distributed.run" in command or (words and Path(words[0]).name == "torchrun"):
             raise AssertionError(f"{request.node.nodeid} launches torchrun: mark it @pytest.mark.multicore")
         launch(self, args, *rest, **options)
 

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LAUNCHES = """
 import subprocess, sys
+from pathlib import Path
+
 import pytest
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--help"]
@@ -18,6 +20,10 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--help"]
 
 def test_unmarked():
     subprocess.run(TORCHRUN, capture_output=True, check=True)
+
+
+def test_unmarked_console_script():
+    subprocess.run([str(Path(sys.executable).parent / "torchrun"), "--help"], capture_output=True, check=True)
 
 
 @pytest.mark.multicore
@@ -37,7 +43,8 @@ def test_an_unmarked_torchrun_launch_fails_in_the_parallel_run_only(tmp_path):
                               capture_output=True, text=True, timeout=300)
 
     parallel = run("-n", "1")
-    assert "1 failed, 1 passed" in parallel.stdout, parallel.stdout[-3000:]
-    assert "test_launches.py::test_unmarked launches torchrun: mark it @pytest.mark.multicore" in parallel.stdout
+    assert "2 failed, 1 passed" in parallel.stdout, parallel.stdout[-3000:]
+    for name in ("test_unmarked", "test_unmarked_console_script"):
+        assert f"test_launches.py::{name} launches torchrun: mark it @pytest.mark.multicore" in parallel.stdout
     alone = run()
-    assert "2 passed" in alone.stdout, alone.stdout[-3000:]
+    assert "3 passed" in alone.stdout, alone.stdout[-3000:]
