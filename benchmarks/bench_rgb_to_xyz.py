@@ -13,8 +13,13 @@ frame 0's decoded z alone (no post-optimisation), and the cameras that post-opti
 ``score_geometry``) next to the no-input mean path's. A regressor that does not beat the prior there tells how far
 the XYZ branch, which learns the same mapping more slowly, is from the demo's depth and camera criteria.
 
+A pointmap's ray directions depend on where each pixel is in the image, which Wan's relative (RoPE) positions leave
+the transformer to infer from the image's edges; ``--positions`` trains the regressor with that knowledge taken away
+(``none``), inferred from the edges (``borders``, the default) or given (``coordinates``).
+
     .venv/bin/python benchmarks/bench_rgb_to_xyz.py --cache outputs/tiny_model/cache --clips 192
     .venv/bin/python benchmarks/bench_rgb_to_xyz.py --cache outputs/tiny_model/cache --clips 384
+    .venv/bin/python benchmarks/bench_rgb_to_xyz.py --clips 1536 --steps 3000 --positions coordinates --seed 1
 """
 
 from __future__ import annotations
@@ -44,12 +49,43 @@ def cached_latents(cache: Path, count: int, settings: dict) -> tuple[torch.Tenso
             torch.stack([samples.read(index, "xyz_latents") for index in range(count)]))
 
 
-def regressor(width: int = 64, layers: int = 6) -> nn.Sequential:
-    """3 x 3 x 3 convolutions over (f, h, w) latents: every output sees a 13 x 13 latent neighbourhood."""
-    blocks = [nn.Conv3d(16, width, 3, padding=1), nn.GELU()]
+class PixelCoordinates(nn.Module):
+    """Appends each latent pixel's (row, column) in [-1, 1] as two channels: (N, C, f, h, w) -> (N, C + 2, f, h, w)."""
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        n, _, f, h, w = latents.shape
+        rows = torch.linspace(-1, 1, h).view(1, 1, 1, h, 1).expand(n, 1, f, h, w)
+        columns = torch.linspace(-1, 1, w).view(1, 1, 1, 1, w).expand(n, 1, f, h, w)
+        return torch.cat([latents, rows, columns], dim=1)
+
+
+class TimeZeroPad(nn.Module):
+    """Zero-pads one frame on each side in time (the circular convolutions wrap height and width only)."""
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(latents, (0, 0, 0, 0, 1, 1))
+
+
+def regressor(width: int = 64, layers: int = 6, positions: str = "borders") -> nn.Sequential:
+    """3 x 3 x 3 convolutions over (f, h, w) latents: every output sees a 13 x 13 latent neighbourhood.
+
+    ``positions`` sets what the net can know of where a pixel is in the image, which a pointmap's ray directions need:
+    ``borders`` (zero padding: inferred from the image's edges, like a transformer with relative positions only),
+    ``coordinates`` (zero padding plus each pixel's coordinates as input channels) or ``none`` (circular padding in
+    height and width: every column and row alike).
+    """
+    padding_mode = "circular" if positions == "none" else "zeros"
+
+    def conv(inputs: int, outputs: int) -> nn.Module:
+        if padding_mode == "zeros":
+            return nn.Conv3d(inputs, outputs, 3, padding=1)
+        return nn.Sequential(TimeZeroPad(), nn.Conv3d(inputs, outputs, 3, padding=(0, 1, 1), padding_mode="circular"))
+
+    head = [PixelCoordinates()] if positions == "coordinates" else []
+    blocks = head + [conv(16 + 2 * bool(head), width), nn.GELU()]
     for _ in range(layers - 2):
-        blocks += [nn.Conv3d(width, width, 3, padding=1), nn.GELU()]
-    return nn.Sequential(*blocks, nn.Conv3d(width, 16, 3, padding=1))
+        blocks += [conv(width, width), nn.GELU()]
+    return nn.Sequential(*blocks, conv(width, 16))
 
 
 @torch.no_grad()
@@ -92,14 +128,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="data/checkpoints/tiny", help="its VAE encodes the held-out scenes")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--scenes", type=int, default=10)
+    parser.add_argument("--positions", choices=("borders", "coordinates", "none"), default="borders",
+                        help="what the regressor knows of a pixel's place in the image (see regressor())")
+    parser.add_argument("--seed", type=int, default=0, help="the regressor's initialisation and batch order")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     trained_at = json.loads((Path(args.checkpoint) / "sampling.json").read_text())["trained_at"]
     rgb, xyz = cached_latents(Path(args.cache), args.clips, trained_at)
     encoders = load_encoders(str(Path(args.checkpoint) / "base"))
     held_out = held_out_inputs(encoders, trained_at, args.scenes)
-    net = regressor()
+    net = regressor(positions=args.positions)
+    run = {"clips": args.clips, "positions": args.positions, "seed": args.seed}  # printed with every line
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     started = time.perf_counter()
     for step in range(1, args.steps + 1):
@@ -112,12 +152,12 @@ def main() -> None:
             with torch.no_grad():
                 estimate = net(held_out["rgb_latents"])
             split = {key: round(value, 3) for key, value in shared_and_scene_errors(estimate, held_out["xyz_latents"]).items()}
-            print(json.dumps({"clips": args.clips, "step": step, "seconds": round(time.perf_counter() - started),
+            print(json.dumps({**run, "step": step, "seconds": round(time.perf_counter() - started),
                               "train_batch_mse": round(loss.item(), 3),
                               "held_out_mse": round(mse(estimate, held_out["xyz_latents"]), 3), **split}), flush=True)
     net.eval()
     for name, seeds in (("held_out", range(HELD_OUT_SEED, HELD_OUT_SEED + args.scenes)), ("training", range(TRAIN_SCENES))):
-        print(json.dumps({"clips": args.clips, "scenes": name, **depth_scores(net, encoders.vae, trained_at, seeds)}), flush=True)
+        print(json.dumps({**run, "scenes": name, **depth_scores(net, encoders.vae, trained_at, seeds)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -62,3 +62,19 @@ def test_a_diverged_scene_is_counted_not_fatal(bench):
     scores = rgb_to_xyz.depth_scores(Negate(), load_encoders(str(CHECKPOINT / "base")).vae, SETTINGS, seeds)
     assert scores["diverged"] == 1  # seed 1,000,003's pointmaps fit no pinhole camera; 1,000,000 is still scored
     assert scores["regressor_abs_rel"] > 0.2 and scores["prior_abs_rel"] > 0  # finite: half its depths are 0
+
+
+def test_what_the_regressor_knows_of_pixel_positions(bench):
+    """``none`` cannot tell one column or row from another (a circular shift of the input shifts its output alike);
+    ``borders`` and ``coordinates`` can, through the zero padding and the coordinate channels."""
+    rgb_to_xyz, _ = bench
+    torch.manual_seed(0)
+    latents = torch.randn(2, 16, 3, 6, 8)
+    for positions in ("none", "borders", "coordinates"):
+        net = rgb_to_xyz.regressor(width=8, layers=3, positions=positions)
+        with torch.no_grad():
+            shifted_output = torch.roll(net(latents), shifts=(2, 3), dims=(3, 4))
+            output_of_shifted = net(torch.roll(latents, shifts=(2, 3), dims=(3, 4)))
+        assert output_of_shifted.shape == latents.shape
+        equivariant = torch.allclose(shifted_output, output_of_shifted, atol=1e-5)
+        assert equivariant == (positions == "none"), positions
