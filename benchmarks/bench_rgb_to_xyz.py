@@ -36,6 +36,7 @@ from bench_condition_use import held_out_inputs, mse, shared_and_scene_errors
 from bench_tiny_vae import HELD_OUT_SEED, frame0_z_abs_rel, held_out_scene, postopt_scores
 
 TRAIN_SCENES = 10  # training scenes (seeds 0 ..) scored beside the held-out ones: over-fitting shows as a gap
+POSITIONS = ("borders", "coordinates", "none")  # what the regressor knows of a pixel's place: see regressor()
 
 
 def cached_latents(cache: Path, count: int, settings: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +75,8 @@ def regressor(width: int = 64, layers: int = 6, positions: str = "borders") -> n
     ``coordinates`` (zero padding plus each pixel's coordinates as input channels) or ``none`` (circular padding in
     height and width: every column and row alike).
     """
+    if positions not in POSITIONS:
+        raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
     padding_mode = "circular" if positions == "none" else "zeros"
 
     def conv(inputs: int, outputs: int) -> nn.Module:
@@ -128,7 +131,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="data/checkpoints/tiny", help="its VAE encodes the held-out scenes")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--scenes", type=int, default=10)
-    parser.add_argument("--positions", choices=("borders", "coordinates", "none"), default="borders",
+    parser.add_argument("--positions", choices=POSITIONS, default="borders",
                         help="what the regressor knows of a pixel's place in the image (see regressor())")
     parser.add_argument("--seed", type=int, default=0, help="the regressor's initialisation and batch order")
     args = parser.parse_args()

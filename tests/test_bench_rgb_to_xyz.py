@@ -78,3 +78,5 @@ def test_what_the_regressor_knows_of_pixel_positions(bench):
         assert output_of_shifted.shape == latents.shape
         equivariant = torch.allclose(shifted_output, output_of_shifted, atol=1e-5)
         assert equivariant == (positions == "none"), positions
+    with pytest.raises(ValueError, match="positions must be one of"):
+        rgb_to_xyz.regressor(positions="absolute")
