@@ -60,13 +60,6 @@ class PixelCoordinates(nn.Module):
         return torch.cat([latents, rows, columns], dim=1)
 
 
-class TimeZeroPad(nn.Module):
-    """Zero-pads one frame on each side in time (the circular convolutions wrap height and width only)."""
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return nn.functional.pad(latents, (0, 0, 0, 0, 1, 1))
-
-
 def regressor(width: int = 64, layers: int = 6, positions: str = "borders") -> nn.Sequential:
     """3 x 3 x 3 convolutions over (f, h, w) latents: every output sees a 13 x 13 latent neighbourhood.
 
@@ -77,15 +70,17 @@ def regressor(width: int = 64, layers: int = 6, positions: str = "borders") -> n
     """
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
-    padding_mode = "circular" if positions == "none" else "zeros"
 
     def conv(inputs: int, outputs: int) -> nn.Module:
-        if padding_mode == "zeros":
+        if positions != "none":
             return nn.Conv3d(inputs, outputs, 3, padding=1)
-        return nn.Sequential(TimeZeroPad(), nn.Conv3d(inputs, outputs, 3, padding=(0, 1, 1), padding_mode="circular"))
+        # Height and width wrap around; time is zero-padded as in the other two.
+        return nn.Sequential(nn.CircularPad3d((1, 1, 1, 1, 0, 0)), nn.Conv3d(inputs, outputs, 3, padding=(1, 0, 0)))
 
-    head = [PixelCoordinates()] if positions == "coordinates" else []
-    blocks = head + [conv(16 + 2 * bool(head), width), nn.GELU()]
+    if positions == "coordinates":
+        blocks = [PixelCoordinates(), conv(16 + 2, width), nn.GELU()]  # the latents and each pixel's (row, column)
+    else:
+        blocks = [conv(16, width), nn.GELU()]
     for _ in range(layers - 2):
         blocks += [conv(width, width), nn.GELU()]
     return nn.Sequential(*blocks, conv(width, 16))
